@@ -7,7 +7,6 @@ a path to their own. Unknown keys are an error (a typo must not silently fall ba
 from __future__ import annotations
 
 import importlib
-import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +67,13 @@ class ModelCard:
         return p
 
 
+def project_root() -> Path:
+    """The checkout holding tasks/ and models/ (the package is installed editable from it)."""
+    return Path(__file__).resolve().parent.parent
+
+
 def builtin_card_names() -> list[str]:
-    root = importlib.resources.files("localaug.cards.models")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.stem for p in (project_root() / "models").glob("*.yaml"))
 
 
 def _check_keys(d: Any, allowed: set[str], where: str, path: Path | None) -> dict[str, Any]:
@@ -94,14 +97,14 @@ def load_model_card(name_or_path: str | Path) -> ModelCard:
         text = p.read_text(encoding="utf-8")
         path: Path | None = p
     else:
-        res = importlib.resources.files("localaug.cards.models") / f"{name_or_path}.yaml"
+        res = project_root() / "models" / f"{name_or_path}.yaml"
         if not res.is_file():
             raise UserError(
                 f"unknown model card '{name_or_path}' (built in: {', '.join(builtin_card_names())}; "
                 "or give the path of a .yaml card)"
             )
         text = res.read_text(encoding="utf-8")
-        path = Path(str(res))
+        path = res
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -1,0 +1,165 @@
+"""Reading user data files with errors that name file, line and field; the data root; seed sampling.
+
+JSONL and CSV are read line by line here (not through `datasets`) because a user with a broken file
+needs the exact line number, which `datasets`' Arrow readers do not give. Parquet has no lines; it is
+read through `datasets` and errors name the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import UserError
+
+DATA_DIR_ENV = "LOCALAUG_DATA_DIR"
+T = TypeVar("T")
+
+
+def data_root(cli_value: str | Path | None = None) -> Path:
+    """--data-dir, then $LOCALAUG_DATA_DIR, then ./data."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path("data")
+
+
+def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) pairs from a JSONL, CSV or Parquet file; one-line UserError on bad input."""
+    if not path.exists():
+        raise UserError("file not found", file=path)
+    if not path.is_file():
+        raise UserError("not a file", file=path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        rows = _read_jsonl(path)
+    elif suffix in (".csv", ".tsv"):
+        rows = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+    elif suffix == ".parquet":
+        rows = _read_parquet(path)
+    else:
+        raise UserError(f"unsupported file type '{suffix}' (use .jsonl, .csv, .tsv or .parquet)", file=path)
+    if not rows:
+        raise UserError("file is empty (no rows)", file=path)
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=path) from None
+    for no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", file=path, line=no) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"expected a JSON object, got {type(obj).__name__}", file=path, line=no)
+        rows.append((no, obj))
+    return rows
+
+
+def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            for row in reader:
+                if None in row:  # more cells than header columns
+                    raise UserError("row has more cells than the header", file=path, line=reader.line_num)
+                rows.append((reader.line_num, dict(row)))
+    except UnicodeDecodeError as e:
+        raise UserError(f"not UTF-8 text ({e.reason})", file=path) from None
+    except csv.Error as e:
+        raise UserError(f"malformed CSV ({e})", file=path) from None
+    return rows
+
+
+def _read_parquet(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    from datasets import Dataset  # heavy import: only when a Parquet file is actually read
+
+    try:
+        ds = Dataset.from_parquet(str(path))
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise UserError(f"cannot read Parquet ({type(e).__name__}: {e})", file=path) from None
+    # "line" for Parquet is the 1-based row number.
+    return [(i + 1, dict(r)) for i, r in enumerate(ds)]
+
+
+def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write rows to a temp file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sample_seed(
+    items: Sequence[T],
+    *,
+    size: int | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+    stratify_by: Callable[[T], str] | None = None,
+) -> list[T]:
+    """The paper's low-data seed set: N items (or a fraction), stratified by label where given.
+
+    Deterministic for a given seed. Stratification allocates N proportionally to label frequency
+    (largest remainders), with at least one per label when N allows, so rare labels are not lost.
+    """
+    n_total = len(items)
+    if size is None and fraction is None:
+        raise UserError("give a seed size or a seed fraction")
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise UserError(f"seed fraction must be in (0, 1], got {fraction}", field="seed_fraction")
+        size = max(1, round(fraction * n_total))
+    assert size is not None
+    if size <= 0:
+        raise UserError(f"seed size must be positive, got {size}", field="seed_size")
+    if size > n_total:
+        raise UserError(f"seed size {size} exceeds the {n_total} rows available", field="seed_size")
+    rng = random.Random(seed)
+    if stratify_by is None:
+        idx = sorted(rng.sample(range(n_total), size))
+        return [items[i] for i in idx]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        groups[stratify_by(it)].append(i)
+    labels = sorted(groups)
+    quota = {lab: size * len(groups[lab]) / n_total for lab in labels}
+    alloc = {lab: int(quota[lab]) for lab in labels}
+    if size >= len(labels):
+        for lab in labels:
+            alloc[lab] = max(alloc[lab], 1)
+    # Hand out what is left by largest remainder; take back from the largest groups if over.
+    order = sorted(labels, key=lambda lab: (-(quota[lab] - int(quota[lab])), lab))
+    while sum(alloc.values()) < size:
+        for lab in order:
+            if sum(alloc.values()) >= size:
+                break
+            if alloc[lab] < len(groups[lab]):
+                alloc[lab] += 1
+    while sum(alloc.values()) > size:
+        lab = max(labels, key=lambda x: (alloc[x], x))
+        alloc[lab] -= 1
+    chosen: list[int] = []
+    for lab in labels:
+        chosen.extend(rng.sample(groups[lab], alloc[lab]))
+    return [items[i] for i in sorted(chosen)]

@@ -1,0 +1,355 @@
+"""The three task kinds of the paper: what a row holds, how it is judged, and how its text is spelled.
+
+A kind turns a row into named string fields for the card's templates (`fields`) and back
+(`from_fields`). Student prompts, student answers, teacher prompts and teacher-output parsing are all
+templates over these fields, so a new task is a YAML card, never new code.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UserError
+
+NUMBER_RE = re.compile(r"-?[\d,]*\.?\d+")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a row came from, for error messages."""
+
+    file: str | None = None
+    line: int | None = None
+
+
+def _need_str(data: dict[str, Any], key: str, where: Where) -> str:
+    if key not in data or data[key] is None:
+        raise UserError("missing field", file=where.file, line=where.line, field=key)
+    value = data[key]
+    if not isinstance(value, str):
+        raise UserError(f"expected text, got {type(value).__name__}", file=where.file, line=where.line,
+                        field=key)
+    if not value.strip():
+        raise UserError("empty text", file=where.file, line=where.line, field=key)
+    return value
+
+
+class Kind:
+    name = ""
+    fields_in_file: tuple[str, ...] = ()  # canonical fields a row must carry
+    scored = False  # True: evaluation can score choices instead of generating
+
+    def validate(self, data: dict[str, Any], labels: dict[str, str], where: Where) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def label(self, data: dict[str, Any]) -> str | None:
+        """Stratification key (None: no stratification)."""
+        return None
+
+    def fields(self, data: dict[str, Any], labels: dict[str, str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def from_fields(self, parsed: dict[str, str], seed: dict[str, Any], labels: dict[str, str]
+                    ) -> tuple[dict[str, Any] | None, str]:
+        """A new row from parsed teacher fields, or (None, reason)."""
+        raise NotImplementedError
+
+    def choice_fields(self, data: dict[str, Any], labels: dict[str, str]) -> list[dict[str, str]]:
+        """Field sets for each candidate answer (scoring); empty for generative kinds."""
+        return []
+
+    def prediction_from_choice(self, data: dict[str, Any], labels: dict[str, str], index: int) -> str:
+        raise NotImplementedError
+
+    def prediction_from_text(self, data: dict[str, Any], labels: dict[str, str], text: str) -> str | None:
+        raise NotImplementedError
+
+    def gold(self, data: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def is_correct(self, data: dict[str, Any], prediction: str | None) -> bool:
+        return prediction is not None and prediction == self.gold(data)
+
+    def readable(self, prediction: str | None, labels: dict[str, str]) -> str:
+        """How a prediction is shown to the teacher (label words rather than codes)."""
+        return "(no answer)" if prediction is None else prediction
+
+    def dedup_text(self, data: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+class Classification(Kind):
+    name = "classification"
+    fields_in_file = ("text", "label")
+    scored = True
+
+    def validate(self, data, labels, where):
+        text = _need_str(data, "text", where)
+        if "label" not in data or data["label"] is None:
+            raise UserError("missing field", file=where.file, line=where.line, field="label")
+        label = str(data["label"])
+        if label not in labels:
+            # Accept the readable word too (e.g. "description" for DESC).
+            by_word = {w.lower(): k for k, w in labels.items()}
+            if label.lower() in by_word:
+                label = by_word[label.lower()]
+            else:
+                shown = ", ".join(list(labels)[:12])
+                raise UserError(f"unknown label '{label}' (expected one of: {shown})", file=where.file,
+                                line=where.line, field="label")
+        return {"text": text, "label": label}
+
+    def label(self, data):
+        return data["label"]
+
+    def fields(self, data, labels):
+        return {"text": data["text"], "label": data["label"], "label_word": labels[data["label"]]}
+
+    def from_fields(self, parsed, seed, labels):
+        text = parsed.get("text", "").strip()
+        if not text:
+            return None, "parse: empty text"
+        if text.lower() == seed["text"].strip().lower():
+            return None, "copy: same text as the seed example"
+        label = seed["label"]
+        if "label_word" in parsed or "label" in parsed:
+            raw = (parsed.get("label") or parsed.get("label_word") or "").strip()
+            match = self.prediction_from_text(seed, labels, raw)
+            if match is None:
+                return None, f"label: '{raw[:40]}' is not in the label set"
+            if match != label:
+                return None, f"label: teacher wrote '{labels[match]}', the seed is '{labels[label]}'"
+        return {"text": text, "label": label}, ""
+
+    def choice_fields(self, data, labels):
+        return [dict(self.fields(data, labels), label=code, label_word=word) for code, word in labels.items()]
+
+    def prediction_from_choice(self, data, labels, index):
+        return list(labels)[index]
+
+    def prediction_from_text(self, data, labels, text):
+        first = text.strip().splitlines()[0].strip().strip(".").lower() if text.strip() else ""
+        for code, word in labels.items():
+            if first == word.lower() or first == code.lower():
+                return code
+        for code, word in labels.items():  # lenient: the label word starts the answer
+            if first.startswith(word.lower()):
+                return code
+        return None
+
+    def gold(self, data):
+        return data["label"]
+
+    def readable(self, prediction, labels):
+        return labels.get(prediction, prediction) if prediction is not None else "(no answer)"
+
+    def dedup_text(self, data):
+        return data["text"]
+
+
+N_ENDINGS = 5
+
+
+class MultipleChoice(Kind):
+    name = "multiple_choice"
+    fields_in_file = ("context", "endings", "label")
+    scored = True
+
+    def validate(self, data, labels, where):
+        context = _need_str(data, "context", where)
+        endings = data.get("endings")
+        if endings is None:
+            raise UserError("missing field", file=where.file, line=where.line, field="endings")
+        if not isinstance(endings, list) or len(endings) != N_ENDINGS:
+            n = len(endings) if isinstance(endings, list) else type(endings).__name__
+            raise UserError(f"expected a list of {N_ENDINGS} endings, got {n}", file=where.file,
+                            line=where.line, field="endings")
+        for i, e in enumerate(endings):
+            if not isinstance(e, str) or not e.strip():
+                raise UserError(f"ending {i} is empty or not text", file=where.file, line=where.line,
+                                field="endings")
+        label = data.get("label")
+        try:
+            label_i = int(label)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise UserError(f"expected an index 0..4, got {label!r}", file=where.file, line=where.line,
+                            field="label") from None
+        if not 0 <= label_i < N_ENDINGS or str(label).strip() not in {str(label_i), f"{label_i}.0"}:
+            raise UserError(f"expected an index 0..4, got {label!r}", file=where.file, line=where.line,
+                            field="label")
+        return {"context": context, "endings": list(endings), "label": label_i}
+
+    def label(self, data):
+        return str(data["label"])
+
+    def fields(self, data, labels):
+        f = {"context": data["context"], "label": str(data["label"]),
+             "correct_ending": data["endings"][data["label"]]}
+        for i, e in enumerate(data["endings"]):
+            f[f"ending{i}"] = e
+        return f
+
+    def from_fields(self, parsed, seed, labels):
+        context = parsed.get("context", "").strip()
+        endings = [parsed.get(f"ending{i}", "").strip() for i in range(N_ENDINGS)]
+        if not context:
+            return None, "parse: empty context"
+        if any(not e for e in endings):
+            return None, "parse: fewer than 5 endings"
+        try:
+            label = int(parsed.get("label", "").strip())
+        except ValueError:
+            return None, "label: not an index 0..4"
+        if not 0 <= label < N_ENDINGS:
+            return None, "label: not an index 0..4"
+        if sum(e.lower() == endings[label].lower() for e in endings) > 1:
+            return None, "label: the correct ending is not distinct"
+        if context.lower() == seed["context"].strip().lower():
+            return None, "copy: same context as the seed example"
+        return {"context": context, "endings": endings, "label": label}, ""
+
+    def choice_fields(self, data, labels):
+        base = self.fields(data, labels)
+        return [dict(base, label=str(i), correct_ending=e) for i, e in enumerate(data["endings"])]
+
+    def prediction_from_choice(self, data, labels, index):
+        return str(index)
+
+    def prediction_from_text(self, data, labels, text):
+        m = re.search(r"[0-4]", text)
+        if m:
+            return m.group(0)
+        low = text.strip().lower()
+        for i, e in enumerate(data["endings"]):
+            if low and (low.startswith(e.lower()[:40]) or e.lower().startswith(low[:40])):
+                return str(i)
+        return None
+
+    def gold(self, data):
+        return str(data["label"])
+
+    def dedup_text(self, data):
+        return data["context"] + "\n" + "\n".join(data["endings"])
+
+
+class Math(Kind):
+    name = "math"
+    fields_in_file = ("question", "answer")
+
+    def validate(self, data, labels, where):
+        question = _need_str(data, "question", where)
+        answer = _need_str(data, "answer", where)
+        if final_answer(answer) is None:
+            raise UserError("answer has no final '#### <number>' line", file=where.file, line=where.line,
+                            field="answer")
+        return {"question": question, "answer": answer}
+
+    def fields(self, data, labels):
+        return {"question": data["question"], "answer": data["answer"],
+                "final": final_answer(data["answer"]) or ""}
+
+    def from_fields(self, parsed, seed, labels):
+        question = parsed.get("question", "").strip()
+        answer = parsed.get("answer", "").strip()
+        if not question:
+            return None, "parse: empty question"
+        if final_answer(answer) is None:
+            return None, "parse: no '#### <number>' final answer"
+        bad = wrong_calculations(answer)
+        if bad:
+            return None, f"arithmetic: {bad[0]}"
+        if question.lower() == seed["question"].strip().lower():
+            return None, "copy: same question as the seed example"
+        return {"question": question, "answer": answer}, ""
+
+    def prediction_from_text(self, data, labels, text):
+        return predicted_number(text)
+
+    def gold(self, data):
+        return final_answer(data["answer"]) or ""
+
+    def is_correct(self, data, prediction):
+        return prediction is not None and numbers_equal(prediction, self.gold(data))
+
+    def dedup_text(self, data):
+        return data["question"]
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (Classification(), MultipleChoice(), Math())}
+
+
+# --------------------------------------------------------------------------- math helpers
+
+
+def _clean_number(s: str) -> str:
+    return s.replace(",", "").replace("$", "").strip().rstrip(".")
+
+
+def final_answer(answer: str) -> str | None:
+    """The number after '####' (GSM8K's convention), commas and '$' stripped."""
+    m = re.search(r"####\s*\$?\s*(-?[\d,]*\.?\d+)", answer)
+    return _clean_number(m.group(1)) if m else None
+
+
+def predicted_number(output: str) -> str | None:
+    """As the reference code: the '####' answer if present, else the last number in the output."""
+    fa = final_answer(output)
+    if fa is not None:
+        return fa
+    nums = NUMBER_RE.findall(output.replace("$", ""))
+    nums = [n for n in nums if any(c.isdigit() for c in n)]
+    return _clean_number(nums[-1]) if nums else None
+
+
+def numbers_equal(a: str, b: str) -> bool:
+    try:
+        return abs(float(_clean_number(a)) - float(_clean_number(b))) < 1e-6
+    except ValueError:
+        return False
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.Pow: operator.pow, ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv}
+
+
+def safe_eval(expr: str) -> float:
+    """Evaluate + - * / ** % // on numbers only (no names, no calls): the calculator annotations."""
+    expr = expr.replace(",", "").replace("$", "").replace("x", "*").replace("×", "*").replace("÷", "/")
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 64:
+                raise ValueError("exponent too large")
+            return _OPS[type(node.op)](left, right)
+        raise ValueError("not arithmetic")
+
+    if len(expr) > 200:
+        raise ValueError("expression too long")
+    return ev(ast.parse(expr.strip(), mode="eval"))
+
+
+def wrong_calculations(answer: str) -> list[str]:
+    """Calculator annotations `<<a*b=c>>` whose result does not match their expression."""
+    bad = []
+    for expr, result in re.findall(r"<<([^<>=]*)=([^<>]*)>>", answer):
+        try:
+            want = safe_eval(expr)
+            got = float(_clean_number(result))
+        except (ValueError, SyntaxError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
+            bad.append(f"cannot check <<{expr}={result}>>")
+            continue
+        if abs(want - got) > 1e-4 * max(1.0, abs(want)):
+            bad.append(f"<<{expr}={result}>> should be {want:g}")
+    return bad
