@@ -58,7 +58,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=path) from None
-    for no, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also breaks at U+2028 inside JSON strings (GSM8K has some).
+    for no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
