@@ -142,7 +142,8 @@ def build_rows(seed: int = 2024) -> tuple[list[dict[str, str]], list[dict[str, s
     for intent, templates in TEMPLATES.items():
         pool += [{"text": t, "label": intent}
                  for t in _requests(rng, templates[:-TEST_TEMPLATES], PER_INTENT - TEST_PER_INTENT)]
-        test += [{"text": t, "label": intent} for t in _requests(rng, templates[-TEST_TEMPLATES:], TEST_PER_INTENT)]
+        test += [{"text": t, "label": intent}
+                 for t in _requests(rng, templates[-TEST_TEMPLATES:], TEST_PER_INTENT)]
     rng.shuffle(pool)
     rng.shuffle(test)
     return pool, test

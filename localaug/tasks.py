@@ -248,7 +248,9 @@ class Task:
         digest = hashlib.sha256(json.dumps([prompt, messages]).encode()).hexdigest()[:16]
         return TeacherPrompt(prompt=prompt, messages=messages, prefix=prefix, prompt_hash=digest)
 
-    def parse_teacher(self, text: str, seed_ex: Example, prefix: str = "") -> tuple[dict[str, Any] | None, str]:
+    def parse_teacher(
+        self, text: str, seed_ex: Example, prefix: str = ""
+    ) -> tuple[dict[str, Any] | None, str]:
         """A new row from the teacher's text (the completion after `prefix`), or (None, reason)."""
         if not isinstance(text, str) or not text.strip():
             return None, "parse: empty output"
