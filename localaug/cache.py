@@ -1,0 +1,262 @@
+"""A content-addressed SQLite cache of teacher generations, and the Teacher wrapper that uses it.
+
+Key = sha256 over (backend kind, model identity, prompt or messages, sampling settings with the
+sample's own seed, json_schema). Sample i of a request uses seed `sampling.seed + i` (the protocol's
+rule), so the effective seed stands for the sample index: sample 2 of a request with seed 0 and
+sample 0 of the same request with seed 2 are the same generation, and share one entry.
+
+SQLite in WAL mode with a busy timeout and one short transaction per write, so several threads and
+processes can fill the same cache at once. Each completion is written the moment the backend
+produces it: a run killed mid-stage keeps everything it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .protocols import Completion, GenerationRequest, ProgressFn, Teacher
+from .teacher_common import default_cache_dir, iter_jobs
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS generations (
+    key               TEXT PRIMARY KEY,
+    model             TEXT NOT NULL,     -- backend kind + model identity
+    text              TEXT NOT NULL,
+    finish_reason     TEXT NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds           REAL NOT NULL,     -- generation time when it was produced
+    created           REAL NOT NULL      -- unix time
+);
+CREATE INDEX IF NOT EXISTS generations_model ON generations (model);
+"""
+
+# Migrations from version N to N+1, applied in order inside one transaction.
+_MIGRATIONS: dict[int, str] = {}
+
+
+def _split(script: str) -> list[str]:
+    lines = [ln.split("--")[0] for ln in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def default_cache_path() -> Path:
+    """`$LOCALAUG_CACHE_DIR/teacher.sqlite`, else `~/.cache/localaug/teacher.sqlite`."""
+    return default_cache_dir() / "teacher.sqlite"
+
+
+def model_key(teacher: Any) -> str:
+    kind = str(getattr(teacher, "kind", "") or "")
+    ident = str(teacher.identity)
+    return ident if not kind or ident.startswith(kind + ":") else f"{kind}:{ident}"
+
+
+def generation_key(model: str, req: GenerationRequest, sample_index: int) -> str:
+    sampling = replace(req.sampling, seed=req.sampling.seed + sample_index)
+    payload = {
+        "v": 1,
+        "model": model,
+        "prompt": req.prompt,
+        "messages": [list(m) for m in req.messages] if req.messages is not None else None,
+        "sampling": sampling.key(),
+        "json_schema": req.json_schema,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ModelStats:
+    model: str
+    entries: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass
+class CacheStats:
+    path: Path
+    entries: int
+    size_bytes: int
+    models: list[ModelStats]
+
+
+class GenerationCache:
+    """The SQLite file. One connection per (process, thread); safe to share the object across threads."""
+
+    def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = 60.0) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_cache_path()
+        self.busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._init_schema()
+
+    def _conn(self) -> sqlite3.Connection:
+        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if c is None or getattr(self._local, "pid", None) != os.getpid():  # never reuse across fork
+            c = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            c.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            c.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process kills
+            self._local.conn, self._local.pid = c, os.getpid()
+        return c
+
+    def _init_schema(self) -> None:
+        c = self._conn()
+        for attempt in range(50):  # switching to WAL needs a moment without other writers
+            try:
+                c.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                time.sleep(0.05 * (attempt + 1))
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _split(_SCHEMA):  # not executescript: it would COMMIT our transaction
+                c.execute(stmt)
+            row = c.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                version = int(row[0])
+                while version < SCHEMA_VERSION:
+                    for stmt in _split(_MIGRATIONS[version]):
+                        c.execute(stmt)
+                    version += 1
+                c.execute("UPDATE schema_version SET version = ?", (version,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ reads and writes
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        out: dict[str, Completion] = {}
+        c = self._conn()
+        uniq = list(dict.fromkeys(keys))
+        for i in range(0, len(uniq), 500):  # stay under SQLite's bound-parameter limit
+            chunk = uniq[i : i + 500]
+            rows = c.execute(
+                "SELECT key, text, finish_reason, prompt_tokens, completion_tokens, seconds FROM generations "
+                f"WHERE key IN ({','.join('?' * len(chunk))})", chunk,
+            ).fetchall()
+            for k, text, fr, pt, ct, sec in rows:
+                out[k] = Completion(text=text, finish_reason=fr, prompt_tokens=pt, completion_tokens=ct,
+                                    seconds=sec, cached=True)
+        return out
+
+    def get(self, key: str) -> Completion | None:
+        return self.get_many([key]).get(key)
+
+    def put(self, key: str, model: str, comp: Completion) -> None:
+        if comp.finish_reason == "error":  # never make a failure permanent
+            return
+        self._conn().execute(
+            "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, model, comp.text, comp.finish_reason, int(comp.prompt_tokens),
+             int(comp.completion_tokens), float(comp.seconds), time.time()),
+        )
+
+    def stats(self) -> CacheStats:
+        c = self._conn()
+        rows = c.execute(
+            "SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(seconds) "
+            "FROM generations GROUP BY model ORDER BY COUNT(*) DESC"
+        ).fetchall()
+        models = [ModelStats(m, int(n), int(pt or 0), int(ct or 0), float(s or 0)) for m, n, pt, ct, s in rows]
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        return CacheStats(self.path, sum(m.entries for m in models), size, models)
+
+    def clear(self, model: str | None = None) -> int:
+        """Delete all entries (or one model's); return how many were deleted."""
+        c = self._conn()
+        if model is None:
+            n = c.execute("DELETE FROM generations").rowcount
+        else:
+            n = c.execute("DELETE FROM generations WHERE model = ?", (model,)).rowcount
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if model is None:
+            c.execute("VACUUM")
+        return int(n)
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            c.close()
+            self._local.conn = None
+
+
+class CachedTeacher:
+    """A Teacher that answers from the cache and sends only the misses to the wrapped teacher."""
+
+    def __init__(self, teacher: Teacher, cache: GenerationCache | None = None, *, chunk_size: int = 8) -> None:
+        self.teacher = teacher
+        self.cache = cache if cache is not None else GenerationCache()
+        self.identity = teacher.identity
+        self.prefers_completion = teacher.prefers_completion
+        self.model = model_key(teacher)
+        self.chunk_size = chunk_size  # for backends without generate_stream: store after each chunk
+        self.model_calls = 0
+        self.cache_hits = 0
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
+    ) -> list[list[Completion]]:
+        out: list[list[Completion | None]] = [[None] * max(0, r.n) for r in requests]
+        total = sum(len(o) for o in out)
+        keys = {(ri, si): generation_key(self.model, req, si) for ri, si, req, _ in iter_jobs(requests)}
+        hits = self.cache.get_many(list(keys.values()))
+        # Misses, one single-sample request per distinct key (identical requests are generated once).
+        miss_slots: dict[str, list[tuple[int, int]]] = {}
+        miss_reqs: list[GenerationRequest] = []
+        miss_keys: list[str] = []
+        for ri, si, req, sampling in iter_jobs(requests):
+            k = keys[(ri, si)]
+            if k in hits:
+                out[ri][si] = replace(hits[k])
+                self.cache_hits += 1
+                continue
+            if k not in miss_slots:
+                miss_slots[k] = []
+                miss_reqs.append(replace(req, n=1, sampling=sampling))
+                miss_keys.append(k)
+            miss_slots[k].append((ri, si))
+        done = total - sum(len(v) for v in miss_slots.values())
+        tokens, t0 = 0, time.perf_counter()
+        if progress is not None:
+            progress(done, total, {"cache_hits": done, "tokens": 0, "tokens_per_s": 0.0})
+
+        def store(j: int, comp: Completion) -> None:
+            nonlocal done, tokens
+            self.model_calls += 1
+            self.cache.put(miss_keys[j], self.model, comp)
+            for ri, si in miss_slots[miss_keys[j]]:
+                out[ri][si] = comp
+                done += 1
+            tokens += comp.completion_tokens
+            if progress is not None:
+                rate = tokens / max(time.perf_counter() - t0, 1e-9)
+                progress(done, total, {"cache_hits": self.cache_hits, "tokens": tokens, "tokens_per_s": rate})
+
+        if miss_reqs:
+            stream = getattr(self.teacher, "generate_stream", None)
+            if stream is not None:
+                for j, _, comp in stream(miss_reqs):
+                    store(j, comp)
+            else:
+                for lo in range(0, len(miss_reqs), self.chunk_size):
+                    for dj, comps in enumerate(self.teacher.generate(miss_reqs[lo : lo + self.chunk_size])):
+                        store(lo + dj, comps[0])
+        return [[c for c in o if c is not None] for o in out]
