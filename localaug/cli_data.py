@@ -1,0 +1,59 @@
+"""`localaug tasks` and `localaug data check`: what tasks exist and whether their files are sound."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+from .tasks import builtin_task_names, load_task
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
+                               help="Root of task data (default: $LOCALAUG_DATA_DIR, then ./data).")
+
+
+@click.command()
+@data_dir_option
+def tasks(data_dir: str | None) -> None:
+    """List the built-in tasks with the rows found for each split."""
+    table = Table(title="localaug tasks")
+    for col in ("task", "kind", "labels", "rows per split", "description"):
+        table.add_column(col)
+    for name in builtin_task_names():
+        task = load_task(name, data_dir)
+        counts = []
+        for split in task.splits():
+            try:
+                counts.append(f"{split} {len(task.load_split(split)):,}")
+            except UserError as e:
+                counts.append(f"{split}: [red]{'missing' if 'not found' in str(e) else 'invalid'}[/red]")
+        labels = ", ".join(task.labels.values()) if task.labels else ("0-4" if task.kind.name ==
+                                                                      "multiple_choice" else "number")
+        table.add_row(name, task.kind.name, labels, " / ".join(counts), task.description)
+    Console().print(table)
+
+
+@click.group()
+def data() -> None:
+    """Check a task's data files."""
+
+
+@data.command("check")
+@click.argument("task_name")
+@data_dir_option
+def check(task_name: str, data_dir: str | None) -> None:
+    """Validate every row of TASK's files and summarise them (the first bad row stops it, exit 2)."""
+    task = load_task(task_name, data_dir)
+    table = Table(title=f"{task.name} ({task.kind.name})")
+    for col in ("split", "file", "rows", "labels"):
+        table.add_column(col)
+    for split in task.splits():
+        rows = task.load_split(split)
+        labels = Counter(task.label_of(e) for e in rows)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) if None not in labels else "-"
+        table.add_row(split, str(task.split_path(split)), f"{len(rows):,}", shown)
+    Console().print(table)
+    click.echo(f"ok: every row of task '{task.name}' is valid")

@@ -1,0 +1,145 @@
+"""`localaug generate`, `train`, `eval`: one stage of the loop alone, for debugging and baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .config import build_config
+from .data import sample_seed, write_jsonl_atomic
+from .errors import UserError
+from .tasks import load_task
+
+task_option = click.option("--task", "task_name", required=True, help="Task name or card path.")
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Root of task data.")
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+
+
+@click.command()
+@task_option
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="JSONL of wrong seed examples (task fields, optional 'prediction').")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Accepted examples.")
+@click.option("--teacher", default="gemma3-270m", show_default=True, help="Teacher model card.")
+@click.option("--teacher-url", help="OpenAI-compatible server instead of the in-process teacher.")
+@click.option("--teacher-model", help="Model name on that server.")
+@click.option("--per-wrong", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--iteration", type=int, default=0, show_default=True, help="Recorded in lineage.")
+@click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="Teacher cache file.")
+@data_dir_option
+def generate(task_name: str, input_path: str, out_path: str, teacher: str, teacher_url: str | None,
+             teacher_model: str | None, per_wrong: int, seed: int, iteration: int, cache_path: str | None,
+             data_dir: str | None) -> None:
+    """Have the teacher write new examples for the wrong examples in --input (the augment stage)."""
+    from .augment import WrongExample, augment
+    from .backends import make_teacher
+    from .data import read_rows
+
+    task = load_task(task_name, data_dir)
+    examples = task.read_file(Path(input_path))
+    predictions = {}
+    for line, row in read_rows(Path(input_path)):
+        predictions[line] = row.get("prediction")
+    wrong = [WrongExample(ex, None if p is None else str(p)) for ex, p in zip(examples, predictions.values(),
+                                                                                 strict=True)]
+    cfg = build_config(task=task_name, teacher=teacher, teacher_url=teacher_url, teacher_model=teacher_model,
+                       per_wrong=per_wrong, seed=seed, cache_path=cache_path)
+    t = make_teacher(cfg)
+    console = Console()
+    with _bar(console) as bar:
+        tid = bar.add_task("teacher", total=len(wrong) * per_wrong, info="")
+
+        def progress(done: int, total: int, info: dict) -> None:
+            tps = f"  {info['tokens_per_s']:.0f} tok/s" if info.get("tokens_per_s") else ""
+            bar.update(tid, completed=done, total=total,
+                       info=f"accepted {info.get('accepted', 0)}  rejected {info.get('rejected', 0)}{tps}")
+
+        res = augment(task, t, wrong, iteration=iteration, per_wrong=per_wrong, run_seed=seed,
+                      progress=progress)
+    out = Path(out_path)
+    write_jsonl_atomic(out, [e.to_json() for e in res.accepted])
+    rejected = out.with_name(out.stem + ".rejected.jsonl")
+    write_jsonl_atomic(rejected, res.rejected)
+    tps = res.completion_tokens / res.seconds if res.seconds else 0.0
+    console.print(f"{len(res.accepted)} accepted, {len(res.rejected)} rejected "
+                  f"(parse failure rate {res.parse_failure_rate:.0%}) from {res.completions} completions "
+                  f"({res.cached} cached, {tps:.0f} tok/s) -> {out}, {rejected}")
+
+
+def _training_rows(task, data_path: str | None, seed_size: int | None, seed: int):  # noqa: ANN001, ANN202
+    if data_path:
+        return task.read_file(Path(data_path))
+    pool = task.load_split("train")
+    size = seed_size or int(task.defaults.get("seed_size", 50))
+    stratify = task.label_of if task.kind.name == "classification" else None
+    return sample_seed(pool, size=size, seed=seed, stratify_by=stratify)
+
+
+@click.command()
+@task_option
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), help="Training JSONL (default: a seed sample).")
+@click.option("--seed-size", type=int, help="Seed sample size when --data is not given.")
+@click.option("--student", default="gemma3-270m", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Adapter directory.")
+@data_dir_option
+def train(task_name: str, data_path: str | None, seed_size: int | None, student: str, seed: int, out_dir: str,
+          data_dir: str | None) -> None:
+    """Fine-tune the student from its base weights (plain fine-tuning: the LLM2LLM baseline)."""
+    from .backends import make_student
+
+    task = load_task(task_name, data_dir)
+    rows = _training_rows(task, data_path, seed_size, seed)
+    s = make_student(student)
+    console = Console()
+    with _bar(console) as bar:
+        tid = bar.add_task("training", total=1, info="")
+        stats = s.train([task.train_item(e) for e in rows], Path(out_dir), seed=seed,
+                        progress=lambda d, t, i: bar.update(tid, completed=d, total=t,
+                                                            info=f"loss {i['loss']:.3f}" if "loss" in i else ""))
+    console.print(f"trained on {len(rows)} rows: {stats.steps} steps, {stats.seconds:.1f}s, "
+                  f"final loss {stats.final_loss} -> {out_dir}")
+
+
+@click.command("eval")
+@task_option
+@click.option("--adapter", type=click.Path(file_okay=False), help="Adapter directory (default: base model).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--limit", type=int, help="First N rows only.")
+@click.option("--mode", type=click.Choice(["score", "generate"]), help="Scoring or generate-and-parse.")
+@click.option("--student", default="gemma3-270m", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write predictions JSONL here.")
+@data_dir_option
+def eval_cmd(task_name: str, adapter: str | None, split: str, limit: int | None, mode: str | None, student: str,
+             out_path: str | None, data_dir: str | None) -> None:
+    """Evaluate the student (base or base + adapter) on a split of a task."""
+    from .backends import make_student
+
+    task = load_task(task_name, data_dir)
+    if adapter and not Path(adapter).is_dir():
+        raise UserError("adapter directory not found", file=adapter)
+    rows = task.load_split(split)[:limit] if limit else task.load_split(split)
+    mode = task.eval_mode(mode)
+    s = make_student(student)
+    console = Console()
+    with _bar(console) as bar:
+        tid = bar.add_task(f"eval {split} ({mode})", total=len(rows), info="")
+        results = s.evaluate(Path(adapter) if adapter else None, [task.eval_item(e, mode) for e in rows],
+                             progress=lambda d, t, i: bar.update(tid, completed=d, total=t))
+    preds, correct = [], 0
+    for ex, res in zip(rows, results, strict=True):
+        pred, ok = task.judge(ex, res)
+        correct += ok
+        preds.append({"id": ex.id, "prediction": pred, "gold": task.kind.gold(ex.data), "correct": ok,
+                      "output": res.output})
+    if out_path:
+        write_jsonl_atomic(Path(out_path), preds)
+    console.print(f"{task.name} {split}: accuracy {correct / len(rows):.1%} ({correct}/{len(rows)}, {mode})")

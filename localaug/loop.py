@@ -1,0 +1,271 @@
+"""The LLM2LLM loop (Lee et al., 2024) as explicit, resumable stages. Knows nothing of torch or llama.cpp.
+
+    D_0 = seed
+    for i in 0..N-1:
+        M_i   = finetune(BASE, D_i)                 stage train      (from the base weights each time)
+        wrong = seed examples M_i gets wrong        stage eval_seed  (seed set only, never augmented data)
+        acc_i = accuracy(M_i, test)                 stage eval_test
+        A_i   = teacher(wrong)                      stage augment    (only seed examples reach the teacher)
+        A_i   = dedup(A_i vs seed, D_i, test)       stage dedup      (duplicates and test contamination out)
+        D_{i+1} = D_i + A_i
+
+The last iteration trains and evaluates only: data generated after the final student would never be
+used. The loop stops early when no seed example is wrong or nothing new was accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .augment import WrongExample, augment
+from .config import RunConfig
+from .data import sample_seed
+from .dedup import DedupConfig, DedupIndex
+from .errors import UserError
+from .protocols import ProgressFn, Student, Teacher
+from .store import RunStore, iter_dir
+from .tasks import Example, Task
+
+FAILPOINT_ENV = "LOCALAUG_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Kill this process with SIGKILL at a named point when $LOCALAUG_FAILPOINT says so.
+
+    The kill-and-resume tests use it to die at an exact spot (mid-training, mid-generation, mid-dedup)
+    instead of racing a timer."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Observer(Protocol):
+    def stage_start(self, iteration: int, stage: str, total: int) -> None: ...
+    def progress(self, done: int, total: int, info: dict[str, Any]) -> None: ...
+    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None: ...
+    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None: ...
+
+
+class NullObserver:
+    def stage_start(self, iteration: int, stage: str, total: int) -> None:
+        pass
+
+    def progress(self, done: int, total: int, info: dict[str, Any]) -> None:
+        pass
+
+    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None:
+        pass
+
+    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class LoopResult:
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: str | None = None
+
+
+class Loop:
+    def __init__(
+        self,
+        task: Task,
+        config: RunConfig,
+        store: RunStore,
+        student: Student,
+        make_teacher: Callable[[], Teacher],
+        observer: Observer | None = None,
+    ) -> None:
+        self.task = task
+        self.config = config
+        self.store = store
+        self.student = student
+        self._make_teacher = make_teacher
+        self._teacher: Teacher | None = None
+        self.obs: Observer = observer or NullObserver()
+        self.mode = task.eval_mode(config.eval_mode)
+        self._index: DedupIndex | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def teacher(self) -> Teacher:
+        if self._teacher is None:  # built lazily: a resumed run past augmentation never loads it
+            self._teacher = self._make_teacher()
+        return self._teacher
+
+    def _examples(self, rel: str) -> list[Example]:
+        return [Example.from_json(r) for r in self.store.read_jsonl(rel)]
+
+    def _progress(self) -> ProgressFn:
+        return self.obs.progress
+
+    def _stage(self, i: int, stage: str, total: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        name = f"{iter_dir(i)}/{stage}"
+        if self.store.stage_done(name):
+            return self.store.stage_info(name)
+        self.obs.stage_start(i, stage, total)
+        t0 = time.perf_counter()
+        info = work()
+        info["seconds"] = round(time.perf_counter() - t0, 3)
+        self.store.mark_done(name, **info)
+        self.obs.stage_end(i, stage, info)
+        return self.store.stage_info(name)
+
+    # ------------------------------------------------------------------ stages
+
+    def prepare(self) -> None:
+        """Draw the seed set from the train split, fix the test set, write D_0."""
+        if self.store.stage_done("prepare"):
+            return
+        pool = self.task.load_split("train")
+        stratify = self.task.label_of if self.task.kind.name == "classification" else None
+        seed = sample_seed(pool, size=self.config.seed_size, fraction=self.config.seed_fraction,
+                           seed=self.config.seed, stratify_by=stratify)
+        test = self.task.load_split("test")
+        if self.config.test_size is not None:
+            test = test[: self.config.test_size]
+        for ex in seed:
+            ex.meta.setdefault("origin", "seed")
+        self.store.write_jsonl("seed.jsonl", [e.to_json() for e in seed])
+        self.store.write_jsonl("test.jsonl", [e.to_json() for e in test])
+        self.store.write_jsonl(f"{iter_dir(0)}/train.jsonl", [e.to_json() for e in seed])
+        self.store.mark_done("prepare", seed_size=len(seed), test_size=len(test), pool_size=len(pool))
+
+    def _train(self, i: int, data: list[Example]) -> dict[str, Any]:
+        failpoint(f"train:{i}")
+        stats = self.student.train([self.task.train_item(e) for e in data],
+                                   self.store.path(f"{iter_dir(i)}/adapter"), seed=self.config.seed,
+                                   progress=self._progress())
+        return {"train_size": len(data), "steps": stats.steps, "train_tokens": stats.train_tokens,
+                "final_loss": stats.final_loss, "peak_rss_mb": stats.peak_rss_mb}
+
+    def _evaluate(self, i: int, examples: list[Example], rel: str) -> dict[str, Any]:
+        items = [self.task.eval_item(e, self.mode) for e in examples]
+        results = self.student.evaluate(self.store.path(f"{iter_dir(i)}/adapter"), items,
+                                        progress=self._progress())
+        rows, correct = [], 0
+        for ex, res in zip(examples, results, strict=True):
+            pred, ok = self.task.judge(ex, res)
+            correct += ok
+            rows.append({"id": ex.id, "prediction": pred, "gold": self.task.kind.gold(ex.data),
+                         "correct": ok, "output": res.output})
+        self.store.write_jsonl(rel, rows)
+        return {"accuracy": correct / len(examples) if examples else 0.0, "correct": correct,
+                "total": len(examples), "wrong": len(examples) - correct, "eval_mode": self.mode}
+
+    def _augment(self, i: int, seed: list[Example]) -> dict[str, Any]:
+        by_id = {e.id: e for e in seed}
+        evals = self.store.read_jsonl(f"{iter_dir(i)}/eval_seed.jsonl")
+        wrong = [WrongExample(by_id[r["id"]], r["prediction"]) for r in evals if not r["correct"]]
+        total = len(wrong) * int(self.config.per_wrong or 1)
+
+        def progress(done: int, tot: int, info: dict[str, Any]) -> None:
+            self.obs.progress(done, tot, info)
+            if done * 2 >= tot > 1:
+                failpoint(f"augment:{i}")
+
+        res = augment(self.task, self.teacher, wrong, iteration=i, per_wrong=int(self.config.per_wrong or 1),
+                      run_seed=self.config.seed, max_retries=self.config.max_retries, progress=progress)
+        d = iter_dir(i)
+        self.store.write_jsonl(f"{d}/candidates.jsonl", [e.to_json() for e in res.accepted])
+        self.store.write_jsonl(f"{d}/rejected_parse.jsonl", res.rejected)
+        return {"wrong": len(wrong), "requested": total, "completions": res.completions,
+                "parsed": len(res.accepted), "parse_rejected": len(res.rejected),
+                "parse_failure_rate": round(res.parse_failure_rate, 4), "cached": res.cached,
+                "completion_tokens": res.completion_tokens, "teacher": self.teacher.identity}
+
+    def _dedup_index(self, i: int, test: list[Example], data: list[Example]) -> DedupIndex:
+        """The index of seed ∪ D_i ∪ test: kept in memory across iterations, persisted per iteration."""
+        if self._index is not None:
+            return self._index
+        prev = self.store.path(f"{iter_dir(i - 1)}/dedup_index.npz")
+        if i > 0 and prev.exists():
+            self._index = DedupIndex.load(prev)
+        else:
+            index = DedupIndex(DedupConfig.from_dict(self.config.dedup))
+            index.add_many(((e.id, self.task.dedup_text(e)) for e in test), role="test")
+            index.add_many((e.id, self.task.dedup_text(e)) for e in data)
+            self._index = index
+        return self._index
+
+    def _dedup(self, i: int, test: list[Example], data: list[Example]) -> dict[str, Any]:
+        d = iter_dir(i)
+        candidates = self._examples(f"{d}/candidates.jsonl")
+        index = self._dedup_index(i, test, data)
+        accepted, rejected = [], list(self.store.read_jsonl(f"{d}/rejected_parse.jsonl"))
+        counts = {"duplicate": 0, "contaminated": 0}
+        for k, cand in enumerate(candidates):
+            if k * 2 >= len(candidates) > 1:
+                failpoint(f"dedup:{i}")
+            verdict = index.check_and_add(cand.id, self.task.dedup_text(cand))
+            if verdict.outcome == "accepted":
+                accepted.append(cand)
+            else:
+                counts[verdict.outcome] += 1
+                rejected.append({"seed_id": cand.meta.get("seed_id"), "iteration": i, "id": cand.id,
+                                 "reason": f"{verdict.outcome}: of {verdict.match_id}",
+                                 "similarity": round(verdict.similarity, 4), "example": cand.to_json()})
+            self.obs.progress(k + 1, len(candidates), {"accepted": len(accepted), "rejected": len(rejected)})
+        self.store.write_jsonl(f"{d}/augment.jsonl", [e.to_json() for e in accepted])
+        self.store.write_jsonl(f"{d}/rejected.jsonl", rejected)
+        self.store.write_jsonl(f"{iter_dir(i + 1)}/train.jsonl", [e.to_json() for e in data + accepted])
+        index.save(self.store.path(f"{d}/dedup_index.npz"))
+        return {"candidates": len(candidates), "accepted": len(accepted), **counts,
+                "next_train_size": len(data) + len(accepted)}
+
+    # ------------------------------------------------------------------ the loop
+
+    def _iteration(self, i: int, n_iter: int, seed: list[Example], test: list[Example]
+                   ) -> tuple[dict[str, Any], str | None]:
+        d = iter_dir(i)
+        data = self._examples(f"{d}/train.jsonl")
+        train = self._stage(i, "train", len(data), lambda: self._train(i, data))
+        ev_seed = self._stage(i, "eval_seed", len(seed), lambda: self._evaluate(i, seed, f"{d}/eval_seed.jsonl"))
+        ev_test = self._stage(i, "eval_test", len(test), lambda: self._evaluate(i, test, f"{d}/eval_test.jsonl"))
+        row: dict[str, Any] = {
+            "iteration": i, "train_size": len(data), "seed_accuracy": ev_seed["accuracy"],
+            "wrong": ev_seed["wrong"], "test_accuracy": ev_test["accuracy"], "new_examples": 0,
+            "seconds": round(train["seconds"] + ev_seed["seconds"] + ev_test["seconds"], 1),
+        }
+        if i == n_iter - 1:
+            return row, None
+        if ev_seed["wrong"] == 0:
+            return row, f"iteration {i}: the student gets every seed example right"
+        per_wrong = int(self.config.per_wrong or 1)
+        aug = self._stage(i, "augment", ev_seed["wrong"] * per_wrong, lambda: self._augment(i, seed))
+        dd = self._stage(i, "dedup", aug["parsed"], lambda: self._dedup(i, test, data))
+        row.update(new_examples=dd["accepted"], parsed=aug["parsed"], parse_rejected=aug["parse_rejected"],
+                   duplicate=dd["duplicate"], contaminated=dd["contaminated"])
+        row["seconds"] = round(row["seconds"] + aug["seconds"] + dd["seconds"], 1)
+        if dd["accepted"] == 0:
+            return row, f"iteration {i}: the teacher produced nothing new that passed the filters"
+        return row, None
+
+    def run(self) -> LoopResult:
+        self.prepare()
+        seed = self._examples("seed.jsonl")
+        test = self._examples("test.jsonl")
+        n_iter = int(self.config.iterations or 1)
+        result = LoopResult()
+        for i in range(n_iter):
+            row, stop = self._iteration(i, n_iter, seed, test)
+            self.store.set_iteration(i, **row)
+            self.obs.iteration_end(i, row)
+            result.iterations.append(row)
+            if stop:
+                result.stopped_early = stop
+                break
+        self.store.manifest["finished"] = True
+        self.store.manifest["stopped_early"] = result.stopped_early
+        self.store.save_manifest()
+        return result
+
+
+def check_task_has_test(task: Task) -> None:
+    if "test" not in task.splits():
+        raise UserError(f"task '{task.name}' has no 'test' split", file=task.path, field="data.splits")

@@ -1,0 +1,67 @@
+"""Rich live progress for `localaug run`: iteration k/N, stage, items, accepted/rejected, tokens/s, ETA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .report import iteration_table
+
+STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
+               "eval_test": "evaluating on test set", "augment": "teacher writing examples",
+               "dedup": "dedup + contamination guard"}
+
+
+class RichObserver:
+    def __init__(self, iterations: int, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.iterations = iterations
+        self.rows: list[dict[str, Any]] = []
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, transient=True,
+        )
+        self._task_id: Any = None
+
+    def __enter__(self) -> RichObserver:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def stage_start(self, iteration: int, stage: str, total: int) -> None:
+        if self._task_id is not None:
+            self._bar.remove_task(self._task_id)
+        desc = f"iter {iteration + 1}/{self.iterations} · {STAGE_WORDS.get(stage, stage)}"
+        self._task_id = self._bar.add_task(desc, total=max(total, 1), info="")
+
+    def progress(self, done: int, total: int, info: dict[str, Any]) -> None:
+        if self._task_id is None:
+            return
+        parts = []
+        for key, fmt in (("loss", "loss {:.3f}"), ("accepted", "accepted {}"), ("rejected", "rejected {}"),
+                         ("tokens_per_s", "{:.0f} tok/s")):
+            if info.get(key) is not None:
+                parts.append(fmt.format(info[key]))
+        self._bar.update(self._task_id, completed=done, total=max(total, 1), info="  ".join(parts))
+
+    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None:
+        bits = [f"{summary.get('seconds', 0):.1f}s"]
+        if "accuracy" in summary:
+            bits.append(f"accuracy {summary['accuracy']:.1%}")
+        if "accepted" in summary:
+            bits.append(f"accepted {summary['accepted']}, duplicate {summary.get('duplicate', 0)}, "
+                        f"contaminated {summary.get('contaminated', 0)}")
+        if "parsed" in summary:
+            bits.append(f"{summary['parsed']} parsed of {summary.get('completions', 0)} "
+                        f"({summary.get('cached', 0)} from cache)")
+        self.console.log(f"iter {iteration + 1}/{self.iterations} {STAGE_WORDS.get(stage, stage)}: "
+                         + ", ".join(bits))
+
+    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.console.print(iteration_table(self.rows))

@@ -1,0 +1,119 @@
+"""What a run did, for people: the per-iteration table, report.md and accuracy.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from .data import atomic_write_text
+from .store import RunStore
+
+COLUMNS = [
+    ("iteration", "iter", "{}"),
+    ("train_size", "train", "{}"),
+    ("seed_accuracy", "seed acc", "{:.1%}"),
+    ("wrong", "wrong", "{}"),
+    ("new_examples", "new", "{}"),
+    ("test_accuracy", "test acc", "{:.1%}"),
+    ("seconds", "time (s)", "{:.0f}"),
+]
+
+
+def iteration_rows(store: RunStore) -> list[dict[str, Any]]:
+    return [store.manifest["iterations"][k] for k in sorted(store.manifest.get("iterations", {}))]
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    v = row.get(key)
+    return "-" if v is None else fmt.format(v)
+
+
+def iteration_table(rows: list[dict[str, Any]], title: str = "LLM2LLM iterations") -> Table:
+    table = Table(title=title)
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    for r in rows:
+        table.add_row(*[_cell(r, key, fmt) for key, _, fmt in COLUMNS])
+    return table
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """One honest sentence: did augmentation beat plain fine-tuning (iteration 0) on the test set?"""
+    if not rows:
+        return "No iteration has finished yet."
+    base = rows[0]["test_accuracy"]
+    if len(rows) == 1:
+        return f"Only plain fine-tuning ran (test accuracy {base:.1%}); no augmented student to compare."
+    best = max(rows, key=lambda r: r["test_accuracy"])
+    last = rows[-1]
+    delta = last["test_accuracy"] - base
+    text = (f"Plain fine-tuning (iteration 0): {base:.1%}. Final student (iteration {last['iteration']}): "
+            f"{last['test_accuracy']:.1%} ({delta * 100:+.1f} points).")
+    if delta < 0:
+        text += (" The augmented student is WORSE than plain fine-tuning on this run: keep the iteration-0 "
+                 "adapter (iter_00/adapter), or use a stronger teacher.")
+    elif best["iteration"] != last["iteration"]:
+        text += f" The best test accuracy was at iteration {best['iteration']} ({best['test_accuracy']:.1%})."
+    text += (" One run is one sample: compare over several seeds (bench/quality.py) before drawing "
+             "conclusions.")
+    return text
+
+
+def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on these machines
+    import matplotlib.pyplot as plt
+
+    xs = [r["iteration"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(xs, [r["test_accuracy"] * 100 for r in rows], marker="o", label="LLM2LLM student (test)")
+    ax.plot(xs, [r["seed_accuracy"] * 100 for r in rows], marker=".", linestyle=":", label="seed accuracy")
+    if rows:
+        ax.axhline(rows[0]["test_accuracy"] * 100, color="grey", linestyle="--",
+                   label="plain fine-tuning (iteration 0)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(xs)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(store: RunStore) -> Path:
+    """Rebuild report.md and accuracy.png from the manifest (no model is loaded)."""
+    rows = iteration_rows(store)
+    m = store.manifest
+    config = (store.root / "config.yaml").read_text(encoding="utf-8") if (store.root / "config.yaml").exists() else ""
+    lines = ["# localaug run report", "", f"Run directory: `{store.root}`", "", "## Result", "", verdict(rows), ""]
+    if m.get("stopped_early"):
+        lines += [f"Stopped early: {m['stopped_early']}.", ""]
+    lines += ["## Iterations", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+              "|" + "---:|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r, k, f) for k, _, f in COLUMNS) + " |")
+    lines += [""]
+    aug = [(k, v) for k, v in sorted(m.get("stages", {}).items()) if k.endswith("/augment")]
+    if aug:
+        lines += ["## Teacher", "", "| stage | wrong | completions | parsed | parse failures | cached |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for k, v in aug:
+            lines.append(f"| {k} | {v.get('wrong')} | {v.get('completions')} | {v.get('parsed')} | "
+                         f"{v.get('parse_failure_rate', 0):.0%} | {v.get('cached')} |")
+        lines += [""]
+    if rows:
+        plot_accuracy(rows, store.root / "accuracy.png")
+        lines += ["![test accuracy per iteration](accuracy.png)", ""]
+    lines += ["## Config", "", "```yaml", config.rstrip(), "```", "", "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in sorted(m.get("versions", {}).items())]
+    for role, info in sorted(m.get("models", {}).items()):
+        lines.append(f"- {role}: {info}")
+    path = store.root / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,126 @@
+"""Small, deterministic stand-ins for the Student and Teacher protocols, for testing the loop.
+
+They are real enough to make the loop's behaviour meaningful: the fake student is a nearest-neighbour
+classifier over its training data (so added examples change its answers), and the fake teacher rewrites
+the seed example it is shown (so dedup sees near-copies and new texts). Both can be slowed down and both
+log their work to files named by environment variables, so subprocess tests can count calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from localaug.protocols import (
+    Completion,
+    EvalItem,
+    EvalResult,
+    GenerationRequest,
+    ProgressFn,
+    TrainItem,
+    TrainStats,
+)
+
+WORDS = ["quickly", "again", "today", "for my sister", "on my laptop", "since tuesday", "twice", "at work",
+         "before noon", "after the update", "from abroad", "with my new card"]
+
+
+def _tokens(s: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", s.lower()))
+
+
+class FakeStudent:
+    identity = "fake-student"
+
+    def __init__(self) -> None:
+        self.train_calls = 0
+        self.delay = float(os.environ.get("FAKE_STUDENT_DELAY", "0"))
+
+    def train(self, items: Sequence[TrainItem], out_dir: Path, seed: int,
+              progress: ProgressFn | None = None) -> TrainStats:
+        self.train_calls += 1
+        for k in range(len(items)):
+            if self.delay:
+                time.sleep(self.delay / max(1, len(items)))
+            if progress:
+                progress(k + 1, len(items), {"loss": 1.0 / (k + 1)})
+        tmp = Path(str(out_dir) + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "memory.json").write_text(json.dumps([[i.prompt, i.completion] for i in items]))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+        return TrainStats(steps=len(items), train_tokens=sum(len(i.prompt) for i in items))
+
+    def evaluate(self, adapter_dir: Path | None, items: Sequence[EvalItem],
+                 progress: ProgressFn | None = None) -> list[EvalResult]:
+        memory = json.loads((Path(adapter_dir) / "memory.json").read_text()) if adapter_dir else []
+        out = []
+        for k, item in enumerate(items):
+            # Score each choice by the word overlap of the most similar training prompt with that answer.
+            q = _tokens(item.prompt)
+            scores = []
+            for choice in item.choices or ():
+                best = 0.0
+                for prompt, completion in memory:
+                    # Leave-one-out: an exact training prompt is ignored, so the fake does not simply
+                    # memorise its seed set (a real student at few epochs does not either).
+                    if completion == choice and prompt != item.prompt:
+                        p = _tokens(prompt)
+                        best = max(best, len(q & p) / (len(q | p) or 1))
+                scores.append(best)
+            idx = max(range(len(scores)), key=lambda j: (scores[j], -j)) if scores else None
+            out.append(EvalResult(output=item.choices[idx] if idx is not None else "", choice_index=idx,
+                                  scores=scores))
+            if progress:
+                progress(k + 1, len(items), {})
+        return out
+
+
+class FakeTeacher:
+    prefers_completion = True
+
+    def __init__(self) -> None:
+        self.identity = "fake-teacher-v1"
+        self.calls = 0
+        self.delay = float(os.environ.get("FAKE_TEACHER_DELAY", "0"))
+        self.log = os.environ.get("FAKE_TEACHER_LOG")
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 progress: ProgressFn | None = None) -> list[list[Completion]]:
+        out = []
+        total = sum(r.n for r in requests)
+        done = 0
+        for req in requests:
+            comps = []
+            for i in range(req.n):
+                seed = req.sampling.seed + i
+                prompt = req.prompt or req.messages[-1][1]  # type: ignore[index]
+                # The seed example's text is the last "Request:"/"Question:"-style line of the prompt.
+                last = [ln for ln in prompt.splitlines() if ln.startswith(("Request:", "Question:"))][-1]
+                text = last.split(":", 1)[1].strip()
+                h = int(hashlib.sha256(f"{text}/{seed}".encode()).hexdigest(), 16)
+                if h % 5 == 0:
+                    new = text  # a copy of the seed: the task layer must reject it
+                elif h % 5 == 1:
+                    new = ""  # nothing useful: a parse failure
+                else:
+                    new = f"{WORDS[h % len(WORDS)]} {text} {WORDS[(h // 7) % len(WORDS)]}"
+                if self.delay:
+                    time.sleep(self.delay)
+                self.calls += 1
+                if self.log:
+                    with open(self.log, "a") as f:
+                        f.write(f"{seed}\n")
+                comps.append(Completion(text=new, completion_tokens=len(new.split())))
+                done += 1
+                if progress:
+                    progress(done, total, {})
+            out.append(comps)
+        return out

@@ -1,0 +1,131 @@
+"""The loop against small fakes of the Student/Teacher protocols, with the real store, dedup and cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from localaug.cache import CachedTeacher, GenerationCache
+from localaug.config import RunConfig
+from localaug.errors import UserError
+from localaug.loop import Loop
+from localaug.store import RunStore
+from localaug.tasks import load_task
+from tests.fakes import FakeStudent, FakeTeacher
+
+
+def _run(tmp_path: Path, name: str = "run", **cfg_over) -> tuple[Loop, FakeTeacher, FakeStudent]:
+    task = load_task("demo")
+    cfg = RunConfig(task="demo", seed_size=18, iterations=3, seed=1, **cfg_over).resolve(task.defaults)
+    store = RunStore.open_for_run(tmp_path / name, cfg)
+    teacher, student = FakeTeacher(), FakeStudent()
+    cached = CachedTeacher(teacher, GenerationCache(tmp_path / "cache.sqlite"))
+    loop = Loop(task, cfg, store, student, lambda: cached)
+    loop.run()
+    store.unlock()
+    return loop, teacher, student
+
+
+def test_loop_follows_the_algorithm(tmp_path: Path) -> None:
+    loop, teacher, student = _run(tmp_path)
+    root = loop.store.root
+    seed = [json.loads(x) for x in (root / "seed.jsonl").read_text().splitlines()]
+    assert len(seed) == 18
+    d0 = [json.loads(x) for x in (root / "iter_00/train.jsonl").read_text().splitlines()]
+    assert d0 == seed  # D_0 = seed
+    rows = loop.store.manifest["iterations"]
+    assert len(rows) == 3, loop.store.manifest.get("stopped_early")
+    assert student.train_calls == len(rows)
+    for i in range(len(rows) - 1):
+        ev = [json.loads(x) for x in (root / f"iter_{i:02d}/eval_seed.jsonl").read_text().splitlines()]
+        assert {r["id"] for r in ev} == {s["id"] for s in seed}  # evaluated on the SEED set only
+        wrong = {r["id"] for r in ev if not r["correct"]}
+        accepted = [json.loads(x) for x in (root / f"iter_{i:02d}/augment.jsonl").read_text().splitlines()]
+        # Only wrong seed examples were sent to the teacher, and lineage says which.
+        assert accepted and {a["meta"]["seed_id"] for a in accepted} <= wrong
+        nxt = [json.loads(x) for x in (root / f"iter_{i + 1:02d}/train.jsonl").read_text().splitlines()]
+        cur = [json.loads(x) for x in (root / f"iter_{i:02d}/train.jsonl").read_text().splitlines()]
+        assert nxt == cur + accepted  # D_{i+1} = D_i ∪ A_i
+        rejected = [json.loads(x) for x in (root / f"iter_{i:02d}/rejected.jsonl").read_text().splitlines()]
+        assert all(r["reason"] for r in rejected)
+        assert any(r["reason"].startswith("copy") or r["reason"].startswith("parse") for r in rejected)
+    # The final iteration trains and evaluates but generates nothing.
+    last = len(rows) - 1
+    assert not (root / f"iter_{last:02d}/augment.jsonl").exists()
+    assert loop.store.manifest["finished"] is True
+
+
+def test_rerun_redoes_nothing_and_calls_no_teacher(tmp_path: Path) -> None:
+    loop, teacher, student = _run(tmp_path)
+    before = (loop.store.root / "manifest.json").read_text()
+    loop2, teacher2, student2 = _run(tmp_path)
+    assert student2.train_calls == 0 and teacher2.calls == 0
+    assert json.loads(before)["stages"] == loop2.store.manifest["stages"]
+
+
+def test_same_seed_same_data_new_dir_uses_cache(tmp_path: Path) -> None:
+    loop, teacher, _ = _run(tmp_path, "a")
+    loop2, teacher2, _ = _run(tmp_path, "b")
+    assert teacher.calls > 0 and teacher2.calls == 0  # every generation came from the cache
+    last = sorted(p.name for p in loop.store.root.glob("iter_*"))[-1]
+    assert (loop.store.root / last / "train.jsonl").read_bytes() == (loop2.store.root / last / "train.jsonl").read_bytes()
+
+
+def test_contaminated_candidates_are_rejected(tmp_path: Path) -> None:
+    """A teacher that copies a TEST example must never get it into the training data."""
+    task = load_task("demo")
+    test_text = task.load_split("test")[0].data["text"]
+
+    class CopyTestTeacher(FakeTeacher):
+        def generate(self, requests, progress=None):  # noqa: ANN001, ANN201
+            out = super().generate(requests, progress)
+            for comps in out:
+                comps[0].text = test_text.upper() + " !"  # case/punctuation changed only
+            return out
+
+    cfg = RunConfig(task="demo", seed_size=18, iterations=2, seed=3).resolve(task.defaults)
+    store = RunStore.open_for_run(tmp_path / "run", cfg)
+    loop = Loop(task, cfg, store, FakeStudent(), lambda: CopyTestTeacher())
+    loop.run()
+    root = store.root
+    rejected = [json.loads(x) for x in (root / "iter_00/rejected.jsonl").read_text().splitlines()]
+    assert any(r["reason"].startswith("contaminated") for r in rejected)
+    train1 = (root / "iter_01/train.jsonl").read_text().lower()
+    assert test_text.lower() not in train1
+
+
+def test_out_dir_with_another_run_is_refused(tmp_path: Path) -> None:
+    _run(tmp_path)
+    task = load_task("demo")
+    other = RunConfig(task="demo", seed_size=12, iterations=3, seed=1).resolve(task.defaults)
+    with pytest.raises(UserError, match="holds another run"):
+        RunStore.open_for_run(tmp_path / "run", other)
+
+
+def test_non_empty_foreign_dir_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    cfg = RunConfig().resolve(load_task("demo").defaults)
+    with pytest.raises(UserError, match="not empty"):
+        RunStore.open_for_run(tmp_path / "x", cfg)
+
+
+def test_live_lock_is_refused(tmp_path: Path) -> None:
+    cfg = RunConfig().resolve(load_task("demo").defaults)
+    first = RunStore.open_for_run(tmp_path / "r", cfg)
+    import subprocess
+    import sys
+
+    # Another process must be refused while we hold the lock.
+    code = ("import sys; from pathlib import Path; from localaug.store import RunStore; "
+            "from localaug.config import RunConfig; from localaug.tasks import load_task\n"
+            "from localaug.errors import UserError\n"
+            "cfg = RunConfig().resolve(load_task('demo').defaults)\n"
+            "try:\n  RunStore.open_for_run(Path(sys.argv[1]), cfg)\nexcept UserError as e:\n  print(e); sys.exit(2)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True)
+    assert res.returncode == 2 and "locked by a running localaug" in res.stdout
+    first.unlock()
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
