@@ -70,7 +70,8 @@ def test_same_seed_same_data_new_dir_uses_cache(tmp_path: Path) -> None:
     loop2, teacher2, _ = _run(tmp_path, "b")
     assert teacher.calls > 0 and teacher2.calls == 0  # every generation came from the cache
     last = sorted(p.name for p in loop.store.root.glob("iter_*"))[-1]
-    assert (loop.store.root / last / "train.jsonl").read_bytes() == (loop2.store.root / last / "train.jsonl").read_bytes()
+    first_run, second_run = loop.store.root / last / "train.jsonl", loop2.store.root / last / "train.jsonl"
+    assert first_run.read_bytes() == second_run.read_bytes()
 
 
 def test_contaminated_candidates_are_rejected(tmp_path: Path) -> None:
