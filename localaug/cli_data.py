@@ -20,7 +20,7 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
 def tasks(data_dir: str | None) -> None:
     """List the built-in tasks with the rows found for each split."""
     table = Table(title="localaug tasks")
-    for col in ("task", "kind", "labels", "rows per split", "description"):
+    for col in ("task", "kind", "labels", "rows per split"):
         table.add_column(col)
     for name in builtin_task_names():
         task = load_task(name, data_dir)
@@ -30,9 +30,12 @@ def tasks(data_dir: str | None) -> None:
                 counts.append(f"{split} {len(task.load_split(split)):,}")
             except UserError as e:
                 counts.append(f"{split}: [red]{'missing' if 'not found' in str(e) else 'invalid'}[/red]")
-        labels = ", ".join(task.labels.values()) if task.labels else ("0-4" if task.kind.name ==
-                                                                      "multiple_choice" else "number")
-        table.add_row(name, task.kind.name, labels, " / ".join(counts), task.description)
+        if task.labels:
+            words = ", ".join(task.labels.values())
+            labels = f"{len(task.labels)}: " + (words if len(words) <= 40 else words[:39] + "…")
+        else:
+            labels = "5 endings" if task.kind.name == "multiple_choice" else "#### number"
+        table.add_row(name, task.kind.name, labels, " / ".join(counts))
     Console().print(table)
 
 

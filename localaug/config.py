@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from .data import load_yaml
 from .errors import UserError
 
 
@@ -92,12 +93,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError("config file not found", file=p) from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config ({e.__class__.__name__})", file=p) from None
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"not valid YAML: {getattr(e, 'problem', e)}", file=p,
-                        line=None if mark is None else mark.line + 1) from None
+    raw = load_yaml(text, p) or {}
     if not isinstance(raw, dict):
         raise UserError("a run config must be a YAML mapping", file=p)
     for k in raw:

@@ -11,10 +11,13 @@ import csv
 import json
 import os
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 from .errors import UserError
 
@@ -30,6 +33,30 @@ def data_root(cli_value: str | Path | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path("data")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. In YAML 1.1 a label named `yes`, `no`, `on`
+    or `off` silently becomes a boolean, which breaks label sets like {yes: yes, no: no}."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str, file: str | Path | None = None) -> Any:
+    """Parse YAML safely (no Python objects), with a one-line error naming the file and line."""
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"not valid YAML: {getattr(e, 'problem', e)}", file=file,
+                        line=None if mark is None else mark.line + 1) from None
 
 
 def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .data import load_yaml
 from .errors import UserError
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -105,12 +104,7 @@ def load_model_card(name_or_path: str | Path) -> ModelCard:
             )
         text = res.read_text(encoding="utf-8")
         path = res
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise UserError(f"not valid YAML: {getattr(e, 'problem', e)}", file=path,
-                        line=None if line is None else line + 1) from None
+    raw = load_yaml(text, path)
     raw = _check_keys(raw, _TOP_KEYS, "", path)
     source = _check_keys(raw.get("source"), _SOURCE_KEYS, "source", path)
     if len(source) != 1:

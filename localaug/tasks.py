@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .data import data_root, read_rows
+from .data import data_root, load_yaml, read_rows
 from .errors import UserError
 from .modelcards import project_root
 from .protocols import EvalItem, EvalResult, Sampling, TrainItem
@@ -282,12 +280,7 @@ def load_task(name_or_path: str | Path, data_dir: str | Path | None = None) -> T
                             "or give the path of a .yaml task card)")
     if not p.is_file():
         raise UserError("task card not found", file=p)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"not valid YAML: {getattr(e, 'problem', e)}", file=p,
-                        line=None if mark is None else mark.line + 1) from None
+    raw = load_yaml(p.read_text(encoding="utf-8"), p)
     if not isinstance(raw, dict):
         raise UserError("a task card must be a YAML mapping", file=p)
     return Task(raw, p, data_dir)

@@ -1,0 +1,174 @@
+"""Task cards, parsers and judges on real rows from ../shared/data; teacher-output parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from localaug.data import sample_seed
+from localaug.protocols import EvalResult
+from localaug.task_kinds import final_answer, predicted_number, wrong_calculations
+from localaug.tasks import builtin_task_names, load_task
+
+EXPECTED_ROWS = {
+    "gsm8k": {"train": 7473, "test": 1319},
+    "casehold": {"train": 2000, "dev": 164, "test": 1000},
+    "snips": {"train": 13084, "dev": 700, "test": 700},
+    "trec": {"train": 5452, "test": 500},
+    "sst2": {"train": 67349, "test": 872},
+    "demo": {"train": 180, "test": 120},
+}
+
+
+def test_all_six_tasks_are_built_in() -> None:
+    assert set(builtin_task_names()) == set(EXPECTED_ROWS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ROWS))
+def test_row_counts_match_the_data_readme(name: str, data_dir: Path) -> None:
+    task = load_task(name)
+    assert {s: len(task.load_split(s)) for s in task.splits()} == EXPECTED_ROWS[name]
+
+
+@pytest.mark.parametrize("name", ["trec", "snips", "sst2", "demo"])
+def test_classification_judge_on_real_rows(name: str, data_dir: Path) -> None:
+    task = load_task(name)
+    rows = task.load_split("test")[:50]
+    for ex in rows:
+        item = task.eval_item(ex, "score")
+        gold_index = list(task.labels).index(ex.data["label"])
+        assert item.choices is not None and len(item.choices) == len(task.labels)
+        # The training completion is exactly the gold choice, so scoring and training agree.
+        assert task.train_item(ex).completion == item.choices[gold_index]
+        assert task.judge(ex, EvalResult(item.choices[gold_index], choice_index=gold_index)) == (
+            ex.data["label"], True)
+        wrong_index = (gold_index + 1) % len(task.labels)
+        assert task.judge(ex, EvalResult("", choice_index=wrong_index))[1] is False
+        # Generate-and-parse: the label word (any case, trailing text) parses to the label.
+        word = task.labels[ex.data["label"]]
+        assert task.judge(ex, EvalResult(f" {word.upper()}\nQuestion: next"))[1] is True
+        assert task.judge(ex, EvalResult(" no idea"))[0] is None
+
+
+def test_casehold_judge_on_real_rows(data_dir: Path) -> None:
+    task = load_task("casehold")
+    for ex in task.load_split("dev")[:30]:
+        item = task.eval_item(ex, "score")
+        assert item.choices is not None and len(item.choices) == 5
+        assert task.train_item(ex).completion == item.choices[ex.data["label"]]
+        assert task.judge(ex, EvalResult("", choice_index=ex.data["label"]))[1]
+        assert not task.judge(ex, EvalResult("", choice_index=(ex.data["label"] + 1) % 5))[1]
+        assert task.judge(ex, EvalResult(f"Answer: {ex.data['label']}"))[1]
+
+
+def test_gsm8k_parser_and_judge_on_real_rows(data_dir: Path) -> None:
+    task = load_task("gsm8k")
+    rows = task.load_split("test")
+    for ex in rows[:200]:
+        gold = final_answer(ex.data["answer"])
+        assert gold is not None and "," not in gold
+        # The gold rationale is judged correct, also with commas and $ in the final number.
+        assert task.judge(ex, EvalResult(ex.data["answer"]))[1]
+        formatted = f"The answer is ${int(float(gold)):,}." if float(gold).is_integer() else gold
+        assert task.judge(ex, EvalResult(formatted))[1]
+        assert not task.judge(ex, EvalResult(f"#### {float(gold) + 1}"))[1]
+        # Real GSM8K calculator annotations check out (the arithmetic guard accepts real data).
+    bad = [ex.id for ex in rows if wrong_calculations(ex.data["answer"])]
+    assert len(bad) < 0.02 * len(rows), bad[:5]
+
+
+def test_number_extraction() -> None:
+    assert predicted_number("so 3 + 4 = 7\n#### 1,234") == "1234"
+    assert predicted_number("he pays $12.50 in total.") == "12.50"
+    assert predicted_number("no number") is None
+    assert wrong_calculations("a <<3*4=12>> b <<10/4=2.5>>") == []
+    assert wrong_calculations("<<3*4=13>>") == ["<<3*4=13>> should be 12"]
+    assert wrong_calculations("<<__import__('os')=1>>")  # not arithmetic: reported, never evaluated
+
+
+def test_teacher_prompt_shows_gold_and_wrong_answer(data_dir: Path) -> None:
+    task = load_task("trec")
+    ex = task.load_split("train")[0]
+    tp = task.teacher_prompt(ex, "LOC")
+    assert ex.data["text"] in tp.prompt
+    assert tp.prompt.endswith("New question: ")
+    assert "Student's wrong answer type: location" in tp.prompt
+    assert task.labels[ex.data["label"]] in tp.prompt.split("\n\n")[-1]
+    assert tp.messages[0][0] == "system" and tp.messages[-1][1].startswith("Answer type:")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ROWS))
+def test_teacher_parse_round_trip(name: str, data_dir: Path) -> None:
+    """The card's own worked example, written the way the card asks, parses back to that example."""
+    task = load_task(name)
+    seed = task.load_split("train")[1]
+    new = task.teacher["example"]["new"]
+    from localaug.task_kinds import Where
+
+    data = task.kind.validate(dict(new), task.labels, Where())
+    fields = task.kind.fields(data, task.labels)
+    text = task.teacher["new"].format(**fields)
+    tp = task.teacher_prompt(seed, None)
+    completion = text[len(tp.prefix):]
+    parsed, reason = task.parse_teacher(completion, seed, tp.prefix)
+    assert reason == "" and parsed is not None
+    if task.kind.name == "classification":
+        assert parsed == {"text": data["text"], "label": seed.data["label"]}  # label comes from the seed
+    else:
+        assert parsed == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=400))
+@pytest.mark.parametrize("name", ["trec", "gsm8k", "casehold"])
+def test_teacher_parser_never_crashes(name: str, text: str) -> None:
+    task = _TASKS.setdefault(name, load_task(name))
+    from localaug.tasks import Example
+
+    seed = _SEEDS[name]
+    parsed, reason = task.parse_teacher(text, Example("s", seed), "New: ")
+    assert (parsed is None) == bool(reason)
+
+
+_TASKS: dict = {}
+_SEEDS = {
+    "trec": {"text": "What is the capital of Peru ?", "label": "LOC"},
+    "gsm8k": {"question": "Tom has 3 apples and buys 2. How many?", "answer": "3+2=<<3+2=5>>5\n#### 5"},
+    "casehold": {"context": "See X v. Y (<HOLDING>).", "endings": ["a", "b", "c", "d", "e"], "label": 1},
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(q=st.text(min_size=1, max_size=80), a=st.integers(0, 10**6), b=st.integers(1, 1000),
+       lie=st.booleans())
+def test_math_parser_checks_arithmetic(q: str, a: int, b: int, lie: bool) -> None:
+    task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
+    from localaug.tasks import Example
+
+    result = a * b + (1 if lie else 0)
+    text = f" {q.replace(chr(10), ' ')}?\nNew solution: {a}*{b}=<<{a}*{b}={result}>>{result}\n#### {result}"
+    parsed, reason = task.parse_teacher(text, Example("s", _SEEDS["gsm8k"]), "New problem:")
+    if not q.strip() or q.strip() + "?" == _SEEDS["gsm8k"]["question"]:
+        return
+    if lie:
+        assert parsed is None and reason.startswith("arithmetic")
+    else:
+        assert parsed is not None, reason
+
+
+def test_stratified_seed_sampling_is_deterministic_and_keeps_rare_labels(data_dir: Path) -> None:
+    task = load_task("trec")
+    pool = task.load_split("train")
+    a = sample_seed(pool, size=54, seed=7, stratify_by=task.label_of)
+    b = sample_seed(pool, size=54, seed=7, stratify_by=task.label_of)
+    c = sample_seed(pool, size=54, seed=8, stratify_by=task.label_of)
+    assert [e.id for e in a] == [e.id for e in b] != [e.id for e in c]
+    assert len(a) == 54 and len({e.id for e in a}) == 54
+    labels = [e.data["label"] for e in a]
+    assert set(labels) == set(task.labels)  # ABBR is 1.6% of TREC, still represented
+    assert labels.count("ENTY") in (12, 13)  # proportional: 1250/5452 * 54 = 12.4
+    frac = sample_seed(pool, fraction=0.01, seed=7, stratify_by=task.label_of)
+    assert len(frac) == 55
