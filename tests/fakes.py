@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from localaug.protocols import (
@@ -92,35 +92,39 @@ class FakeTeacher:
         self.delay = float(os.environ.get("FAKE_TEACHER_DELAY", "0"))
         self.log = os.environ.get("FAKE_TEACHER_LOG")
 
+    def _one(self, req: GenerationRequest, i: int) -> Completion:
+        seed = req.sampling.seed + i
+        prompt = req.prompt or req.messages[-1][1]  # type: ignore[index]
+        # The seed example's text is the last "Request:"/"Question:"-style line of the prompt.
+        last = [ln for ln in prompt.splitlines() if ln.startswith(("Request:", "Question:"))][-1]
+        text = last.split(":", 1)[1].strip()
+        h = int(hashlib.sha256(f"{text}/{seed}".encode()).hexdigest(), 16)
+        if h % 5 == 0:
+            new = text  # a copy of the seed: the task layer must reject it
+        elif h % 5 == 1:
+            new = ""  # nothing useful: a parse failure
+        else:
+            new = f"{WORDS[h % len(WORDS)]} {text} {WORDS[(h // 7) % len(WORDS)]}"
+        if self.delay:
+            time.sleep(self.delay)
+        self.calls += 1
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{seed}\n")
+        return Completion(text=new, completion_tokens=len(new.split()))
+
+    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, int, Completion]]:
+        """Like the llama.cpp backend: each sample is handed over (and cached) as soon as it is done."""
+        for ri, req in enumerate(requests):
+            for i in range(req.n):
+                yield ri, i, self._one(req, i)
+
     def generate(self, requests: Sequence[GenerationRequest],
                  progress: ProgressFn | None = None) -> list[list[Completion]]:
-        out = []
+        out: list[list[Completion]] = [[] for _ in requests]
         total = sum(r.n for r in requests)
-        done = 0
-        for req in requests:
-            comps = []
-            for i in range(req.n):
-                seed = req.sampling.seed + i
-                prompt = req.prompt or req.messages[-1][1]  # type: ignore[index]
-                # The seed example's text is the last "Request:"/"Question:"-style line of the prompt.
-                last = [ln for ln in prompt.splitlines() if ln.startswith(("Request:", "Question:"))][-1]
-                text = last.split(":", 1)[1].strip()
-                h = int(hashlib.sha256(f"{text}/{seed}".encode()).hexdigest(), 16)
-                if h % 5 == 0:
-                    new = text  # a copy of the seed: the task layer must reject it
-                elif h % 5 == 1:
-                    new = ""  # nothing useful: a parse failure
-                else:
-                    new = f"{WORDS[h % len(WORDS)]} {text} {WORDS[(h // 7) % len(WORDS)]}"
-                if self.delay:
-                    time.sleep(self.delay)
-                self.calls += 1
-                if self.log:
-                    with open(self.log, "a") as f:
-                        f.write(f"{seed}\n")
-                comps.append(Completion(text=new, completion_tokens=len(new.split())))
-                done += 1
-                if progress:
-                    progress(done, total, {})
-            out.append(comps)
+        for done, (ri, _, comp) in enumerate(self.generate_stream(requests), start=1):
+            out[ri].append(comp)
+            if progress:
+                progress(done, total, {})
         return out
