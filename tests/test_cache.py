@@ -1,0 +1,216 @@
+"""The SQLite generation cache and CachedTeacher: hits, concurrency, crash safety, CLI."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from localaug.cache import SCHEMA_VERSION, CachedTeacher, GenerationCache, default_cache_path, generation_key
+from localaug.cli_cache import cache as cache_cli
+from localaug.protocols import Completion, GenerationRequest, ProgressFn, Sampling, Teacher
+
+S = Sampling(temperature=0.7, max_tokens=8, seed=5)
+
+
+class EchoTeacher:
+    """A deterministic stand-in for the cache-logic tests (the real model is used further down)."""
+
+    kind = "echo"
+    identity = "echo:v1"
+    prefers_completion = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
+                 ) -> list[list[Completion]]:
+        out = []
+        for r in requests:
+            self.calls += r.n
+            out.append([Completion(text=f"{r.prompt}|{r.sampling.seed + i}", completion_tokens=3)
+                        for i in range(r.n)])
+        return out
+
+
+def test_hits_misses_and_sample_seeds(tmp_path: Path) -> None:
+    inner = EchoTeacher()
+    t = CachedTeacher(inner, GenerationCache(tmp_path / "c.sqlite"))
+    assert isinstance(t, Teacher)
+    reqs = [GenerationRequest(sampling=S, prompt="a", n=3), GenerationRequest(sampling=S, prompt="b")]
+    first = t.generate(reqs)
+    assert [[c.text for c in r] for r in first] == [["a|5", "a|6", "a|7"], ["b|5"]]
+    assert (t.model_calls, t.cache_hits, inner.calls) == (4, 0, 4)
+    second = t.generate(reqs)
+    assert [[c.text for c in r] for r in second] == [[c.text for c in r] for r in first]
+    assert all(c.cached for r in second for c in r)
+    assert (t.model_calls, t.cache_hits, inner.calls) == (4, 4, 4)  # zero new model calls
+    # n=4 reuses the three cached samples and generates only the fourth.
+    t.generate([GenerationRequest(sampling=S, prompt="a", n=4)])
+    assert (t.model_calls, inner.calls) == (5, 5)
+    # Anything in the key changes the entry: sampling, schema, messages vs prompt, model identity.
+    k = generation_key("echo:v1", reqs[0], 0)
+    assert k != generation_key("echo:v2", reqs[0], 0)
+    assert k != generation_key("echo:v1", reqs[0], 1)
+    assert k != generation_key("echo:v1", GenerationRequest(sampling=S, prompt="a", json_schema={}), 0)
+    assert k != generation_key("echo:v1", GenerationRequest(sampling=Sampling(max_tokens=9, seed=5),
+                                                            prompt="a"), 0)
+    assert k != generation_key("echo:v1", GenerationRequest(sampling=S, messages=(("user", "a"),)), 0)
+
+
+def test_identical_requests_in_one_call_are_generated_once(tmp_path: Path) -> None:
+    inner = EchoTeacher()
+    t = CachedTeacher(inner, GenerationCache(tmp_path / "c.sqlite"))
+    r = GenerationRequest(sampling=S, prompt="same")
+    out = t.generate([r, r, r])
+    assert inner.calls == 1 and [o[0].text for o in out] == ["same|5"] * 3
+
+
+def test_schema_version_stats_clear_and_default_location(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LOCALAUG_CACHE_DIR", str(tmp_path / "cdir"))
+    assert default_cache_path() == tmp_path / "cdir" / "teacher.sqlite"
+    c = GenerationCache()
+    assert c.path == default_cache_path() and c.path.exists()
+    with sqlite3.connect(c.path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    c.put("k1", "m1", Completion("x", prompt_tokens=2, completion_tokens=3))
+    c.put("k2", "m2", Completion("y", completion_tokens=4))
+    c.put("k3", "m2", Completion("", finish_reason="error"))  # failures are never cached
+    st = c.stats()
+    assert st.entries == 2 and {m.model: m.entries for m in st.models} == {"m1": 1, "m2": 1}
+    assert st.size_bytes > 0 and sum(m.completion_tokens for m in st.models) == 7
+    assert c.clear("m1") == 1 and c.get("k1") is None and c.get("k2") is not None
+    assert c.clear() == 1 and c.stats().entries == 0
+    GenerationCache()  # reopening an existing file keeps a single schema row
+    with sqlite3.connect(c.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    c = GenerationCache(path)
+    for i in range(n):
+        c.put(f"{worker}-{i}", f"m{worker}", Completion(f"text {worker} {i}", completion_tokens=i))
+
+
+def test_many_processes_and_threads_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite")
+    ctx = mp.get_context("spawn")  # fresh interpreters: no sqlite handle crosses a fork
+    procs = [ctx.Process(target=_writer, args=(path, w, 150)) for w in range(6)]
+    for p in procs:
+        p.start()
+    import threading
+
+    threads = [threading.Thread(target=_writer, args=(path, 100 + w, 150)) for w in range(3)]
+    for th in threads:
+        th.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    for th in threads:
+        th.join()
+    c = GenerationCache(path)
+    st = c.stats()
+    assert st.entries == 9 * 150 and len(st.models) == 9
+    assert c.get("5-149") is not None and c.get("5-149").text == "text 5 149"
+
+
+def test_cli_stats_and_clear(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    runner = CliRunner()
+    res = runner.invoke(cache_cli, ["stats", "--path", str(path)])
+    assert res.exit_code == 0 and "not created yet" in res.output
+    c = GenerationCache(path)
+    c.put("k", "llama.cpp:abc", Completion("x", completion_tokens=11))
+    res = runner.invoke(cache_cli, ["stats", "--path", str(path)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "entries: 1" in res.output and "llama.cpp:abc" in res.output and "11" in res.output
+    res = runner.invoke(cache_cli, ["clear", "--path", str(path)], input="n\n")
+    assert "nothing deleted" in res.output and c.stats().entries == 1
+    res = runner.invoke(cache_cli, ["clear", "--path", str(path), "--yes"])
+    assert res.exit_code == 0 and "deleted 1" in res.output and c.stats().entries == 0
+
+
+# ----------------------------------------------------------------------------- with the real model
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from localaug.cache import CachedTeacher, GenerationCache
+    from localaug.protocols import GenerationRequest, Sampling
+    from localaug.teacher import make_teacher
+
+    t = CachedTeacher(make_teacher(batch_sequences=4, n_threads=1), GenerationCache(sys.argv[1]))
+    s = Sampling(temperature=0.8, max_tokens=int(sys.argv[3]), seed=11)
+    reqs = [GenerationRequest(sampling=s, prompt=f"Item {i}: a short question about cities:", n=2)
+            for i in range(int(sys.argv[2]))]
+    def progress(done, total, info):
+        print("done", done, flush=True)
+    out = t.generate(reqs, progress=progress)
+    print("calls", t.model_calls, "hits", t.cache_hits, flush=True)
+    """
+)
+
+
+def _child(db: Path, n_req: int, max_tokens: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "LOCALAUG_CACHE_DIR": str(db.parent)}
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(db), str(n_req), str(max_tokens)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_second_identical_call_makes_zero_model_calls(tmp_path: Path) -> None:
+    from localaug.teacher import make_teacher
+
+    t = CachedTeacher(make_teacher(batch_sequences=4, n_threads=1), GenerationCache(tmp_path / "c.sqlite"))
+    reqs = [GenerationRequest(sampling=Sampling(max_tokens=6, seed=2), prompt=f"Fact {i}:", n=2)
+            for i in range(3)]
+    t0 = time.perf_counter()
+    first = t.generate(reqs)
+    t_first = time.perf_counter() - t0
+    assert (t.model_calls, t.cache_hits) == (6, 0)
+    t0 = time.perf_counter()
+    second = t.generate(reqs)
+    t_second = time.perf_counter() - t0
+    assert (t.model_calls, t.cache_hits) == (6, 6)
+    assert [[c.text for c in r] for r in first] == [[c.text for c in r] for r in second]
+    assert t_second * 20 < t_first
+
+
+@pytest.mark.slow
+def test_killed_run_keeps_every_finished_completion(tmp_path: Path) -> None:
+    db = tmp_path / "c.sqlite"
+    n_req, max_tokens = 12, 24  # 24 samples, 4 decoded at a time
+    p = _child(db, n_req, max_tokens)
+    finished = 0
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if line.startswith("done"):
+                finished = int(line.split()[1])
+                if finished >= 6:
+                    break
+        p.send_signal(signal.SIGKILL)  # no cleanup, no atexit: only what was committed survives
+    finally:
+        p.kill()
+        p.wait(30)
+    assert p.returncode == -signal.SIGKILL
+    assert 6 <= finished < 2 * n_req, "the child finished before it could be killed"
+    stored = GenerationCache(db).stats().entries
+    assert stored >= finished  # every completion reported done was already committed
+
+    rerun = _child(db, n_req, max_tokens)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0
+    calls, hits = (int(x) for x in out.strip().splitlines()[-1].split()[1::2])
+    assert hits == stored and calls == 2 * n_req - stored
