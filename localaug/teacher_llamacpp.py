@@ -69,7 +69,7 @@ class LlamaCppTeacher:
         n_threads: int | None = None,
         batch_sequences: int = 8,
         n_gpu_layers: int = 0,
-        kv_unified: bool = False,
+        kv_unified: bool = True,
         verbose: bool = False,
     ) -> None:
         path = Path(gguf).expanduser()
@@ -98,7 +98,9 @@ class LlamaCppTeacher:
         self._batch: Any = None
         self._batch_cap = 0
         self._chat_formatter: Any = None
+        self.last_shared_prefix = 0
         self.model_calls = 0  # completions produced by the model (not counting cache hits)
+        self.timings: dict[str, float] = {"decode_s": 0.0, "decode_calls": 0}  # batched path, cumulative
 
     # ------------------------------------------------------------------ Teacher protocol
 
@@ -197,9 +199,10 @@ class LlamaCppTeacher:
         ll = self._ll
         if self._bctx is None:
             p = ll.llama_context_default_params()
-            # Each sequence gets the card's n_ctx; kv_unified=False gives every sequence its own
-            # KV stream, so attention cost does not grow with the other sequences' lengths.
-            p.n_seq_max = self.batch_sequences
+            # One KV buffer shared by all sequences (kv_unified) so that a prompt prefix common to the
+            # call is evaluated once and shared by reference (llama_memory_seq_cp); the extra sequence
+            # id holds that prefix.
+            p.n_seq_max = self.batch_sequences + 1
             p.n_ctx = self.n_ctx * self.batch_sequences
             p.n_batch = max(512, self.n_ctx)
             p.n_ubatch = 512
@@ -241,6 +244,9 @@ class LlamaCppTeacher:
         pending = deque(jobs)
         free = list(range(self.batch_sequences - 1, -1, -1))
         active: dict[int, _Seq] = {}
+        psid = self.batch_sequences  # the shared-prefix sequence
+        shared = self._eval_shared_prefix(jobs, psid) if self.kv_unified else 0
+        self.last_shared_prefix = shared  # tokens evaluated once for all sequences (tests, bench)
 
         def add(n: int, tok: int, pos: int, seq_id: int, logits: bool) -> None:
             batch.token[n] = tok
@@ -249,54 +255,91 @@ class LlamaCppTeacher:
             batch.seq_id[n][0] = seq_id
             batch.logits[n] = logits
 
-        while pending or active:
-            n = 0
-            for st in active.values():  # one new token for every running sequence
-                add(n, st.out[-1], st.pos, st.seq_id, True)
-                st.logit_idx, st.pos, n = n, st.pos + 1, n + 1
-            # Admit waiting prompts into free slots while the batch has room (continuous batching).
-            while pending and free and n + len(pending[0].tokens) <= cap:
-                job = pending.popleft()
-                sid = free.pop()
-                ll.llama_memory_seq_rm(mem, sid, -1, -1)
-                for i, tok in enumerate(job.tokens):
-                    add(n + i, tok, i, sid, i == len(job.tokens) - 1)
-                n += len(job.tokens)
-                active[sid] = _Seq(job, sid, self._make_chain(job.sampling), len(job.tokens),
-                                   time.perf_counter(), logit_idx=n - 1)
-            batch.n_tokens = n
-            rc = ll.llama_decode(ctx, batch)
-            if rc != 0:
-                for st in active.values():
+        try:
+            while pending or active:
+                n = 0
+                for st in active.values():  # one new token for every running sequence
+                    add(n, st.out[-1], st.pos, st.seq_id, True)
+                    st.logit_idx, st.pos, n = n, st.pos + 1, n + 1
+                # Admit waiting prompts into free slots while the batch has room (continuous batching).
+                while pending and free and n + len(pending[0].tokens) - shared <= cap:
+                    job = pending.popleft()
+                    sid = free.pop()
+                    ll.llama_memory_seq_rm(mem, sid, -1, -1)
+                    if shared:
+                        ll.llama_memory_seq_cp(mem, psid, sid, 0, shared)
+                    last = len(job.tokens) - 1
+                    for i in range(shared, last + 1):
+                        add(n + i - shared, job.tokens[i], i, sid, i == last)
+                    n += len(job.tokens) - shared
+                    active[sid] = _Seq(job, sid, self._make_chain(job.sampling), len(job.tokens),
+                                       time.perf_counter(), logit_idx=n - 1)
+                batch.n_tokens = n
+                t_dec = time.perf_counter()
+                rc = ll.llama_decode(ctx, batch)
+                self.timings["decode_s"] += time.perf_counter() - t_dec
+                self.timings["decode_calls"] += 1
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode failed with code {rc}")
+                for sid in list(active):
+                    st = active[sid]
+                    tok = ll.llama_sampler_sample(st.chain, ctx, st.logit_idx)
+                    finish = None
+                    if ll.llama_vocab_is_eog(self._vocab, tok):
+                        finish = "stop"
+                    else:
+                        st.out.append(tok)
+                        k = ll.llama_token_to_piece(self._vocab, tok, piece, len(piece), 0, False)
+                        st.text += piece.raw[:k]
+                        cut = _first_stop(st.text, st.job.sampling.stop)
+                        if cut is not None:
+                            st.text, finish = st.text[:cut], "stop"
+                        elif len(st.out) >= st.job.max_tokens:
+                            finish = "length"
+                    if finish is None:
+                        continue
+                    self.model_calls += 1
                     ll.llama_sampler_free(st.chain)
-                raise RuntimeError(f"llama_decode failed with code {rc}")
-            for sid in list(active):
-                st = active[sid]
-                tok = ll.llama_sampler_sample(st.chain, ctx, st.logit_idx)
-                finish = None
-                if ll.llama_vocab_is_eog(self._vocab, tok):
-                    finish = "stop"
-                else:
-                    st.out.append(tok)
-                    k = ll.llama_token_to_piece(self._vocab, tok, piece, len(piece), 0, False)
-                    st.text += piece.raw[:k]
-                    cut = _first_stop(st.text, st.job.sampling.stop)
-                    if cut is not None:
-                        st.text, finish = st.text[:cut], "stop"
-                    elif len(st.out) >= st.job.max_tokens:
-                        finish = "length"
-                if finish is None:
-                    continue
-                self.model_calls += 1
+                    ll.llama_memory_seq_rm(mem, sid, -1, -1)
+                    del active[sid]
+                    free.append(sid)
+                    yield st.job.index, Completion(
+                        text=st.text.decode("utf-8", errors="ignore"), finish_reason=finish,
+                        prompt_tokens=len(st.job.tokens), completion_tokens=len(st.out),
+                        seconds=time.perf_counter() - st.t0,
+                    )
+        finally:  # also when the consumer stops early or decoding fails
+            for st in active.values():
                 ll.llama_sampler_free(st.chain)
-                ll.llama_memory_seq_rm(mem, sid, -1, -1)
-                del active[sid]
-                free.append(sid)
-                yield st.job.index, Completion(
-                    text=st.text.decode("utf-8", errors="ignore"), finish_reason=finish,
-                    prompt_tokens=len(st.job.tokens), completion_tokens=len(st.out),
-                    seconds=time.perf_counter() - st.t0,
-                )
+            ll.llama_memory_clear(mem, True)
+
+    def _eval_shared_prefix(self, jobs: list[_Job], psid: int) -> int:
+        """Decode the token prefix common to all jobs once, into sequence `psid`; return its length.
+
+        Few-shot teacher prompts share their instructions and examples, and the n samples of a request
+        share the whole prompt: without this every sequence would re-evaluate them.
+        """
+        ll = self._ll
+        mem = ll.llama_get_memory(self._bctx)
+        ll.llama_memory_seq_rm(mem, psid, -1, -1)
+        first = jobs[0].tokens
+        n = min(len(j.tokens) for j in jobs) - 1  # keep >= 1 token per job to produce its logits
+        for j in jobs[1:]:
+            k = 0
+            while k < n and j.tokens[k] == first[k]:
+                k += 1
+            n = k
+        if n < 16 or len(jobs) < 2:  # not worth an extra decode call
+            return 0
+        batch = self._batch
+        for i in range(n):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = first[i], i, 1, False
+            batch.seq_id[i][0] = psid
+        batch.n_tokens = n
+        rc = ll.llama_decode(self._bctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        return n
 
     def close(self) -> None:
         if self._batch is not None:

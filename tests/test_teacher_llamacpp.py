@@ -17,9 +17,12 @@ from localaug.teacher_llamacpp import LlamaCppTeacher
 THREADS = 1
 GREEDY = Sampling(temperature=0.0, max_tokens=12)
 
-# Continuations the model is sure of. On open-ended prompts (near-tie logits) llama.cpp's numerics
-# depend on how many sequences share a decode call, so greedy text can differ after a few tokens
-# there; see bench/README.md "Teacher". These prompts have no near-ties in their first 12 tokens.
+# Continuations the model is sure of. llama.cpp's logits are not bit-identical across batch layouts
+# (how many sequences share a decode call and where their KV cells sit): measured differences up to
+# ~0.5 in a logit at some steps, so on open-ended prompts with near-tie tokens greedy text can part
+# after a few tokens (bench/README.md "Teacher" reports the agreement rate). These prompts have no
+# near-ties in their first 12 tokens, so any difference here is a real bug (tokenisation, BOS,
+# stop handling, sampler chain, positions or KV bookkeeping).
 CONFIDENT = [
     "1, 2, 3, 4, 5,",
     "Monday, Tuesday, Wednesday,",
@@ -27,7 +30,6 @@ CONFIDENT = [
     "a b c d e f g",
     "The quick brown fox jumps over the",
     "def fibonacci(n):",
-    "Q: Is the sky blue?\nA:",
 ]
 
 
@@ -74,6 +76,18 @@ def test_batched_greedy_equals_sequential(teacher: LlamaCppTeacher) -> None:
     assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in sequential]
     assert all(c.prompt_tokens > 0 and not c.cached for c in batched)
     assert batched[0].text.startswith(" 6, 7")  # and the text is the model's, not an empty string
+
+
+@pytest.mark.slow
+def test_shared_prompt_prefix_is_evaluated_once_and_changes_nothing(teacher: LlamaCppTeacher) -> None:
+    header = "Here are some lists that continue in the obvious way, one per line, written out in full.\n\n"
+    s = Sampling(temperature=0.0, max_tokens=12, stop=("\n\n",))
+    reqs = [GenerationRequest(sampling=s, prompt=header + p, n=2) for p in CONFIDENT]
+    batched = teacher.generate(reqs)
+    assert teacher.last_shared_prefix >= 16  # the header went through the shared-prefix path
+    seq = sorted(teacher.generate_stream([replace(r, n=1) for r in reqs], batched=False), key=lambda x: x[0])
+    assert [[c.text for c in r] for r in batched] == [[c.text, c.text] for _, _, c in seq]
+    assert batched[0][0].text == " 6, 7, 8, 9,"
 
 
 @pytest.mark.slow
