@@ -29,12 +29,13 @@ def is_plugin(spec: str) -> bool:
     return ":" in spec and not Path(spec).exists()
 
 
-def make_student(spec: str) -> Student:
+def make_student(spec: str, settings: dict[str, Any] | None = None) -> Student:
+    """`settings` override the card's student section (e.g. {"epochs": 3, "lr": 1e-4})."""
     if is_plugin(spec):
         return _plugin(spec)
     from .student import load_student
 
-    return load_student(spec)
+    return load_student(spec, **(settings or {}))
 
 
 def teacher_cache_path(config: RunConfig) -> Path:

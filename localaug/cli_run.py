@@ -44,6 +44,7 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 @click.option("--teacher-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--teacher-model", help="Model name on that server.")
 @click.option("--per-wrong", type=int, help="New examples per wrong seed example [1].")
+@click.option("--epochs", type=int, help="Student training epochs (overrides the model card).")
 @click.option("--test-size", type=int, help="Evaluate on the first N test rows only.")
 @click.option("--eval-mode", type=click.Choice(["score", "generate"]), help="How the student is judged.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Root of task data.")
@@ -62,7 +63,10 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
         cfg = build_config(saved)
         cfg.out = str(resume_dir)
     else:
+        epochs = options.pop("epochs")
         cfg = build_config(config_file, **options)
+        if epochs is not None:
+            cfg.student_settings = {**cfg.student_settings, "epochs": epochs}
     task = load_task(cfg.task, cfg.data_dir)
     cfg = cfg.resolve(task.defaults)
     out = Path(cfg.out) if cfg.out else _default_out(cfg)
@@ -73,7 +77,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
         test = task.load_split("test")
         seed_n = cfg.seed_size or max(1, round((cfg.seed_fraction or 0) * len(pool)))
         test_n = min(len(test), cfg.test_size or len(test))
-        epochs = 6
+        epochs = int(cfg.student_settings.get("epochs", 6))
         est = _estimate_seconds(seed_n, seed_n, test_n, int(cfg.iterations or 1), epochs)
         table = Table(title="localaug run --dry-run (nothing was written)", show_header=False)
         for k, v in [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
@@ -95,7 +99,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
     try:
         console.print(f"[bold]localaug[/bold] {task.name}: seed {cfg.seed_size or cfg.seed_fraction}, "
                       f"{cfg.iterations} iterations -> {out}")
-        student = make_student(cfg.student)
+        student = make_student(cfg.student, cfg.student_settings)
         store.manifest["models"]["student"] = getattr(student, "identity", cfg.student)
         store.manifest["teacher_cache"] = str(teacher_cache_path(cfg))
         store.save_manifest()

@@ -27,6 +27,7 @@ class RunConfig:
     test_size: int | None = None  # evaluate on the first N test rows (None: card default / all)
     eval_mode: str | None = None  # score | generate (None: card default)
     student: str = "gemma3-270m"  # model card name/path, or "module:attr" for a plug-in backend
+    student_settings: dict[str, Any] = field(default_factory=dict)  # card overrides, e.g. {epochs: 3}
     teacher: str = "gemma3-270m"
     teacher_url: str | None = None  # OpenAI-compatible server; the only way localaug opens a socket
     teacher_model: str | None = None
@@ -48,6 +49,8 @@ class RunConfig:
             c.test_size = int(card_defaults["test_size"])
         if c.eval_mode is None and card_defaults.get("eval_mode"):
             c.eval_mode = str(card_defaults["eval_mode"])
+        # The task's training defaults first, the user's settings over them.
+        c.student_settings = {**dict(card_defaults.get("student_settings") or {}), **c.student_settings}
         c.validate()
         return c
 
@@ -114,8 +117,9 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
             raise UserError(f"must be an integer, got {v!r}", file=file, field=name)
-    if not isinstance(cfg.dedup, dict):
-        raise UserError("must be a mapping", file=file, field="dedup")
+    for name in ("dedup", "student_settings"):
+        if not isinstance(getattr(cfg, name), dict):
+            raise UserError("must be a mapping", file=file, field=name)
     cfg.validate(str(file) if file else None)
     return cfg
 

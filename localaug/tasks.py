@@ -27,7 +27,7 @@ _TOP_KEYS = {"name", "kind", "description", "data", "labels", "student", "teache
 _DATA_KEYS = {"dir", "splits", "fields", "id_field"}
 _STUDENT_KEYS = {"prompt", "answer", "max_new_tokens", "stop"}
 _TEACHER_KEYS = {"instruction", "original", "new", "example", "stop", "max_tokens", "temperature", "top_p"}
-_DEFAULT_KEYS = {"seed_size", "iterations", "per_wrong", "test_size", "eval_mode"}
+_DEFAULT_KEYS = {"seed_size", "iterations", "per_wrong", "test_size", "eval_mode", "student_settings"}
 
 
 @dataclass(frozen=True)

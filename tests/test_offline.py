@@ -1,0 +1,68 @@
+"""Offline is a guarantee: a whole `localaug run` with the REAL student and teacher opens no connection.
+
+An audit hook sees every socket connect and every DNS lookup in the process; anything that is not
+loopback is recorded and refused. The run must finish, and the record must stay empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+GUARD = r"""
+import ipaddress, json, sys
+LOG = sys.argv.pop(1)
+
+def loopback(host):
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+def hook(event, args):
+    if event == "socket.connect":
+        addr = args[1]
+        host = addr[0] if isinstance(addr, tuple) else None
+        if isinstance(addr, (str, bytes)):  # AF_UNIX: local by definition
+            return
+        if not loopback(host):
+            open(LOG, "a").write(json.dumps([event, str(addr)]) + "\n")
+            raise OSError("network disabled by test")
+    elif event == "socket.getaddrinfo":
+        if not loopback(args[0] if isinstance(args[0], str) else None):
+            open(LOG, "a").write(json.dumps([event, str(args[0])]) + "\n")
+            raise OSError("DNS disabled by test")
+
+sys.addaudithook(hook)
+from localaug.cli import main
+sys.argv = ["localaug"] + sys.argv[1:]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_whole_run_with_real_models_makes_no_network_attempt(tmp_path: Path) -> None:
+    log = tmp_path / "attempts.jsonl"
+    env = dict(os.environ)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        env.pop(var, None)  # the CLI must set these itself
+    cmd = [sys.executable, "-c", GUARD, str(log), "run", "--task", "demo", "--seed-size", "12", "--iterations", "2",
+           "--test-size", "12", "--epochs", "1", "--seed", "3", "--cache", str(tmp_path / "cache.sqlite"),
+           "--out", str(tmp_path / "run")]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    attempts = log.read_text() if log.exists() else ""
+    assert attempts == "", attempts
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["finished"] is True
+    assert "llama.cpp" in manifest["models"].get("teacher", "") or manifest.get("stopped_early")
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "accuracy.png").exists()
