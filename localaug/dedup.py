@@ -13,14 +13,18 @@ LLM2LLM's reference code drops a generated example whose ROUGE-L against any exi
 Two indexes share one `DedupIndex`: "train" items (seed, D_i, accepted candidates) for duplicates and
 "test" items for contamination. Contamination is checked first and wins.
 
-Numbers (GSM8K): by default two problems that differ only in their numbers are NOT duplicates among
-training data -- the LLM2LLM teacher is asked to change names and numbers, the paper's ROUGE-L rule
-keeps such variants (a 40-token problem with 3 numbers changed scores ROUGE-L 0.925 < 0.95), and they
-teach the student the same reasoning on new arithmetic. Against the TEST set they ARE contamination:
-the same problem with other numbers leaks the test problem's structure, so the contamination check
-masks digits (`contamination_mask_digits=True`). Measured on GSM8K: masking digits makes 0.3% of
-distinct train questions collide with a test question at the default threshold (bench/README.md),
-so the guard costs almost nothing. Both switches are in `DedupConfig`.
+Numbers (GSM8K) -- decided, and configurable in `DedupConfig`:
+* Among training data a problem that differs from another only in its numbers is NOT a duplicate
+  (`numbers_must_match=True`: two texts whose digits differ are never duplicates). The LLM2LLM teacher
+  is asked to write a new problem "with different names and numbers"; such a variant trains the same
+  reasoning on new arithmetic; and the paper's own ROUGE-L rule keeps most of them (measured: ~80% of
+  GSM8K numbers-only variants score ROUGE-L <= 0.95 -- e.g. 3 numbers in 40 tokens give 0.925), so
+  keeping all of them is the paper's intent made consistent rather than length-dependent.
+  `mask_digits=True` makes them duplicates instead.
+* Against the TEST set they ARE contamination (`contamination_mask_digits=True`): the same problem with
+  other numbers leaks the test problem into training. Measured on GSM8K: masking digits adds no
+  spurious train/test matches at the default threshold (0.07% of 3,000 train questions match a test
+  question either way; bench/README.md), so the stricter guard costs nothing.
 
 Persistence is an `.npz` read with `allow_pickle=False`: ids, roles and normalised texts as JSON bytes,
 MinHash signatures as a uint32 matrix; the LSH buckets are rebuilt on load. Written to a temp file and
@@ -35,7 +39,7 @@ import os
 import re
 import unicodedata
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -59,17 +63,18 @@ _CHUNK = 1 << 14  # shingles per vectorised MinHash step: bounds temp memory (16
 
 @dataclass(frozen=True)
 class DedupConfig:
-    """Settings; the defaults were chosen by `bench/dedup_bench.py --tune` (see bench/README.md).
+    """Settings; the defaults were chosen by `bench/dedup_bench.py tune` (see bench/README.md).
 
     threshold: a candidate is a duplicate when similarity >= threshold (Jaccard) or > threshold
         (ROUGE-L, as in the paper). None: 0.7 for Jaccard, 0.95 for ROUGE-L.
     shingle, ngram: word or character n-grams for MinHash and Jaccard. Word unigrams at 0.7 were best
         on short texts (SNIPS/TREC/SST-2: one changed word changes one shingle) and GSM8K alike.
     num_perm: MinHash size; 64 had the same recall as 128 at the default LSH threshold, at less cost.
-    lsh_threshold: the MinHashLSH threshold; None: half the threshold for Jaccard (0.35: 21 bands of 3
-        rows at 64 permutations, so an item at Jaccard 0.7 is missed by the LSH with probability 1.5e-4,
-        at 0.8 3e-7; extra LSH hits only cost an exact check), 0.5 for ROUGE-L (ROUGE-L > 0.95 implies
-        unigram Jaccard > ~0.9).
+    lsh_threshold: the MinHashLSH threshold. None, for Jaccard: 0.65 x threshold for train items (0.455:
+        16 bands of 4 rows at 64 permutations; a pair at Jaccard 0.7 is missed with probability 1.2%,
+        at 0.8 2e-4) and 0.5 x threshold for test items (0.35: 21 bands of 3; 1.5e-4 at 0.7, 3e-7 at
+        0.8). LSH hits are then pre-filtered by the MinHash estimate (>= threshold - 0.25) and confirmed
+        exactly. For ROUGE-L: 0.5 (ROUGE-L > 0.95 implies unigram Jaccard > ~0.9).
     mask_digits: mask digit runs for the duplicate check (default False: numbers-only variants kept).
     contamination_mask_digits: mask digits for the test-set check (default True: see module doc).
     contamination_threshold: None: same as threshold.
@@ -114,10 +119,22 @@ class DedupConfig:
     def test_threshold(self) -> float:
         return self.contamination_threshold if self.contamination_threshold is not None else self.dup_threshold
 
-    def lsh_for(self, threshold: float) -> float:
+    def lsh_for(self, role: Role) -> float:
         if self.lsh_threshold is not None:
             return self.lsh_threshold
-        return 0.5 if self.rule == "rougeL" else max(0.1, 0.5 * threshold)
+        if self.rule == "rougeL":
+            return 0.5
+        # test: looser (a missed leak costs a wrong accuracy figure; the test set is small, so the
+        # extra LSH hits are few); train: tighter (short texts share many words: hits cost time)
+        return max(0.1, (0.5 if role == "test" else 0.65) * self.threshold_for(role))
+
+    def threshold_for(self, role: Role) -> float:
+        return self.test_threshold if role == "test" else self.dup_threshold
+
+    def prefilter_for(self, role: Role) -> float:
+        """LSH hits whose MinHash-estimated Jaccard is below this are dropped before the exact check.
+        Jaccard: threshold - 0.25 (4 standard deviations of the 64-permutation estimate at 0.7)."""
+        return self.lsh_for(role) if self.rule == "rougeL" else max(0.0, self.threshold_for(role) - 0.25)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DedupConfig:
@@ -136,6 +153,13 @@ class Verdict:
 
 
 # --------------------------------------------------------------------------- text -> shingles
+
+_EMPTY = np.uint64(1 << 40)  # outside crc32's range: marks an empty text in a batch
+
+
+def _crc(token: str) -> int:
+    return zlib.crc32(token.encode("utf-8"))
+
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)  # everything but letters/digits -> one space
 _DIGITS = re.compile(r"\d+")
@@ -245,16 +269,26 @@ def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
-class _Sig:
-    """The minimum `MinHashLSH.insert/query` needs: hashvalues and a length."""
+def _band_keys(lsh: MinHashLSH, sig: np.ndarray) -> list[bytes]:
+    """The bucket keys `MinHashLSH.insert/query` would compute for `sig` (each band's hash values,
+    byte-swapped, as bytes), cut from one buffer: ~20x cheaper than one numpy byteswap per band."""
+    buf = sig.byteswap().tobytes()
+    w = sig.itemsize
+    return [buf[w * a : w * b] for a, b in lsh.hashranges]
 
-    __slots__ = ("hashvalues",)
 
-    def __init__(self, hashvalues: np.ndarray) -> None:
-        self.hashvalues = hashvalues
+def _lsh_insert(lsh: MinHashLSH, key: int, sig: np.ndarray) -> None:
+    # MinHashLSH._insert without the per-band byteswap and without the key -> bands record (lsh.keys),
+    # which only remove() needs: we never remove, and it would double the index's memory
+    for h, table in zip(_band_keys(lsh, sig), lsh.hashtables, strict=True):
+        table.insert(h, key)
 
-    def __len__(self) -> int:
-        return len(self.hashvalues)
+
+def _lsh_query(lsh: MinHashLSH, sig: np.ndarray) -> set[int]:
+    hits: set[int] = set()
+    for h, table in zip(_band_keys(lsh, sig), lsh.hashtables, strict=True):
+        hits.update(table.get(h))
+    return hits
 
 
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,13 +302,17 @@ def minhash_many(sets: Sequence[np.ndarray], a: np.ndarray, b: np.ndarray) -> np
     """(len(sets), num_perm) uint32 MinHash signatures, vectorised over all shingles at once.
 
     Same permutation family as datasketch's legacy MinHash: ((a*h + b) mod (2^61-1)) & (2^32-1).
+    Every set must be non-empty; repeated shingles are harmless (a minimum is a minimum).
     """
-    sig = np.full((len(sets), len(a)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     if not sets:
-        return sig
+        return np.full((0, len(a)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     lens = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
-    flat = np.concatenate(sets).astype(np.uint64)
-    owner = np.repeat(np.arange(len(sets)), lens)
+    return _minhash_flat(np.concatenate(sets).astype(np.uint64), lens, a, b)
+
+
+def _minhash_flat(flat: np.ndarray, lens: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sig = np.full((len(lens), len(a)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    owner = np.repeat(np.arange(len(lens)), lens)
     for start in range(0, len(flat), _CHUNK):
         h = flat[start : start + _CHUNK]
         own = owner[start : start + _CHUNK]
@@ -298,14 +336,15 @@ class DedupIndex:
         c = self.config
         self._a, self._b = _permutations(c.num_perm, c.seed)
         self._lsh: dict[Role, MinHashLSH] = {
-            role: MinHashLSH(num_perm=c.num_perm, params=_lsh_params(c.lsh_for(t), c.num_perm))
-            for role, t in (("train", c.dup_threshold), ("test", c.test_threshold))
+            role: MinHashLSH(num_perm=c.num_perm, params=_lsh_params(c.lsh_for(role), c.num_perm))
+            for role in ("train", "test")
         }
         self._exact: dict[Role, dict[str, int]] = {"train": {}, "test": {}}
         self.ids: list[str] = []
         self.roles: list[Role] = []
         self.texts: list[str] = []  # normalised in the view of the item's role
-        self._sigs: list[np.ndarray] = []  # blocks of signatures, concatenated on save
+        self._sig = np.zeros((0, self.config.num_perm), np.uint32)  # row-aligned; grows by doubling
+        self._digits: list[str] = []  # digits of each normalised text, for numbers_must_match
         self._id_set: set[str] = set()
         self._tokcache: dict[str, int] = {}
 
@@ -336,11 +375,9 @@ class DedupIndex:
     def _passes(self, sim: float, threshold: float) -> bool:
         return sim > threshold if self.config.rule == "rougeL" else sim >= threshold
 
-    def _numbers_differ(self, role: Role, norm_a: str, norm_b: str) -> bool:
-        if role == "test" or not self.config.numbers_must_match or self._mask(role):
-            return False
-        # digits joined: "1,200" and "1200" (normalised "1 200" / "1200") are the same number
-        return "".join(_DIGITS.findall(norm_a)) != "".join(_DIGITS.findall(norm_b))
+    def _checks_numbers(self, role: Role) -> bool:
+        # digits are compared joined: "1,200" and "1200" (normalised "1 200" / "1200") are one number
+        return role == "train" and self.config.numbers_must_match and not self._mask(role)
 
     # ----------------------------------------------------------------- building
 
@@ -360,7 +397,7 @@ class DedupIndex:
             self._id_set.add(id_)
             ids.append(id_)
             norms.append(normalise(text, mask))
-        sigs = minhash_many([self._shingles(n) for n in norms], self._a, self._b)
+        sigs = self._sketch(norms)
         self._insert(ids, [role] * len(ids), norms, sigs)
 
     def _insert(self, ids: list[str], roles: list[Role], norms: list[str], sigs: np.ndarray) -> None:
@@ -368,29 +405,37 @@ class DedupIndex:
         self.ids.extend(ids)
         self.roles.extend(roles)
         self.texts.extend(norms)
-        self._sigs.append(sigs)
-        sessions = {r: self._lsh[r].insertion_session() for r in set(roles)}
+        need = base + len(ids)
+        if need > len(self._sig):
+            grown = np.zeros((max(need, 2 * len(self._sig), 1024), self.config.num_perm), np.uint32)
+            grown[:base] = self._sig[:base]
+            self._sig = grown
+        self._sig[base:need] = sigs
+        self._digits.extend("".join(_DIGITS.findall(n)) for n in norms)
         for k, (role, norm) in enumerate(zip(roles, norms, strict=True)):
             self._exact[role].setdefault(norm, base + k)  # first id wins: reports point at the original
-            sessions[role].insert(base + k, _Sig(sigs[k]), check_duplication=False)
-        for s in sessions.values():
-            s.close()
+            _lsh_insert(self._lsh[role], base + k, sigs[k])
 
     # ----------------------------------------------------------------- checking
 
     def _best(self, role: Role, norm: str, sig: np.ndarray) -> tuple[int | None, float, bool]:
         """(row, similarity, passes) of the most similar `role` item; exact hits short-circuit."""
-        threshold = self.config.dup_threshold if role == "train" else self.config.test_threshold
+        threshold = self.config.threshold_for(role)
         row = self._exact[role].get(norm)
         if row is not None:  # equal normalised texts have equal numbers too
             return row, 1.0, True
         best_row, best_sim = None, 0.0
-        hits = self._lsh[role].query(_Sig(sig))
+        hits = _lsh_query(self._lsh[role], sig)
         if hits:
+            rows = np.sort(np.fromiter(hits, dtype=np.int64, count=len(hits)))  # ties: oldest row wins
+            # one vectorised MinHash estimate drops most LSH hits before any exact comparison
+            est = (self._sig[rows] == sig).mean(axis=1)
+            rows = rows[est >= self.config.prefilter_for(role)]
             sh = self._set(norm) if self.config.rule == "jaccard" else None
-            for r in sorted(hits):  # sorted: ties resolve to the oldest item, deterministically
-                if self._numbers_differ(role, norm, self.texts[r]):
-                    continue
+            digits = "".join(_DIGITS.findall(norm)) if self._checks_numbers(role) else None
+            for r in rows.tolist():
+                if digits is not None and digits != self._digits[r]:
+                    continue  # a numbers-only variant is a new problem, not a duplicate
                 sim = self._similarity(norm, self.texts[r], sh)
                 if sim > best_sim:
                     best_row, best_sim = r, sim
@@ -400,7 +445,8 @@ class DedupIndex:
         """Normalised texts and signatures per role; a role's view is skipped when it has no items
         (and, for train, none will be added), so a test-free index sketches each candidate once."""
         out: dict[Role, tuple[list[str], np.ndarray]] = {}
-        for role in ("test", "train"):
+        roles: list[Role] = sorted(("train", "test"), key=self._mask)  # unmasked first: see below
+        for role in roles:
             if not self._exact[role] and not (role == "train" and need_train):
                 out[role] = ([], np.zeros((0, self.config.num_perm), np.uint32))
                 continue
@@ -409,9 +455,34 @@ class DedupIndex:
             if other in out and out[other][0] and self._mask(other) == mask:
                 out[role] = out[other]  # same view: normalise and sketch once
                 continue
-            norms = [normalise(t, mask) for t in texts]
-            out[role] = (norms, minhash_many([self._shingles(n) for n in norms], self._a, self._b))
+            if other in out and out[other][0] and mask and not self._mask(other):
+                # masking commutes with normalisation: mask the other view instead of starting again
+                norms = [_DIGITS.sub("0", n) for n in out[other][0]]
+            else:
+                norms = [normalise(t, mask) for t in texts]
+            out[role] = (norms, self._sketch(norms))
         return out
+
+    def _sketch(self, norms: Sequence[str]) -> np.ndarray:
+        """Signatures of normalised texts; word unigrams (the default) are hashed for the whole batch
+        at once, other shingles text by text."""
+        c = self.config
+        if not (c.shingle == "word" and c.ngram == 1):
+            return minhash_many([self._shingles(n) for n in norms], self._a, self._b)
+        if len(self._tokcache) > 1_000_000:
+            self._tokcache.clear()
+        cache = self._tokcache
+        toks = [n.split() or [None] for n in norms]  # None: the shared shingle of an empty text
+        lens = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
+        units = np.fromiter(
+            (_EMPTY if t is None else cache[t] if t in cache else cache.setdefault(t, _crc(t))
+             for ts in toks for t in ts),
+            dtype=np.uint64, count=int(lens.sum()),
+        )
+        # the same shingle hash as shingles(): mix(unit + n) for n = 1; the empty text's is fixed
+        hashed = np.where(units == _EMPTY, _mix(np.array([_MIX1], np.uint64))[0],
+                          _mix(units + np.uint64(1))).astype(np.uint64)
+        return _minhash_flat(hashed, lens, self._a, self._b)
 
     def _verdict(self, views: dict[Role, tuple[list[str], np.ndarray]], k: int) -> Verdict:
         seen = 0.0
@@ -471,7 +542,7 @@ class DedupIndex:
             "roles": self.roles,
             "texts": self.texts,
         }
-        sigs = np.concatenate(self._sigs) if self._sigs else np.zeros((0, self.config.num_perm), np.uint32)
+        sigs = self._sig[: len(self.ids)]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -507,6 +578,3 @@ class DedupIndex:
         index._id_set = set(ids)
         index._insert(list(ids), list(roles), list(texts), sigs)
         return index
-
-    def __iter__(self) -> Iterator[tuple[str, Role, str]]:
-        return iter(zip(self.ids, self.roles, self.texts, strict=True))
