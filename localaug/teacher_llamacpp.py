@@ -2,20 +2,22 @@
 
 Two decoding paths with the same sampling semantics:
 - **batched** (default): the low-level API decodes up to `batch_sequences` sequences per
-  `llama_decode` call, each sequence with its own KV cells and its own sampler chain. llama-cpp-python's
-  high-level API decodes one sequence at a time (its issue #771); on CPU one batch of 8 sequences costs
-  little more than one sequence, so aggregate tokens/s rise ~1.5-2x.
-- **sequential**: `Llama.create_completion`, one sample at a time. Used for `json_schema` requests
-  (grammar-constrained sampling) and as the baseline.
+  `llama_decode` call, each sequence with its own sampler chain (and grammar, for json_schema
+  requests), in one unified KV buffer where the prompt prefix common to the call is evaluated once.
+  llama-cpp-python's high-level API decodes one sequence at a time (its issue #771).
+- **sequential**: `Llama.create_completion`, one sample at a time: the baseline, and what
+  `batch_sequences: 1` gives.
 
-Both build the same sampler chain as `Llama._init_sampler` (top_k 40, typical 1, top_p, min_p 0.05,
-temperature, dist(seed); greedy at temperature 0), and sample i of a request uses seed
-`sampling.seed + i`, so a sample does not depend on which other samples share its batch.
+Both build the sampler chain of `Llama._init_sampler` (top_k 40, typical 1, top_p, min_p 0.05,
+temperature, dist(seed); greedy at temperature 0) and sample i of a request uses seed
+`sampling.seed + i`. Caveat: llama.cpp's logits are not bit-identical across batch layouts, so where
+two tokens nearly tie, greedy text from the two paths can part (see bench/README.md "Teacher").
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import threading
 import time
@@ -41,6 +43,7 @@ class _Job:
     tokens: list[int]
     sampling: Sampling  # seed already offset by the sample index
     max_tokens: int
+    grammar: tuple[bytes, bytes] | None = None  # (GBNF text, root rule) for json_schema requests
 
 
 @dataclass
@@ -53,6 +56,7 @@ class _Seq:
     out: list[int] = field(default_factory=list)
     text: bytes = b""
     logit_idx: int = -1
+    grammar: Any = None  # this sequence's grammar sampler (stateful: it tracks the parse)
 
 
 class LlamaCppTeacher:
@@ -117,18 +121,25 @@ class LlamaCppTeacher:
         plain: list[tuple[int, int, GenerationRequest, Sampling]] = []
         with self._lock:
             for ri, si, req, sampling in iter_jobs(requests):
-                if req.json_schema is not None or not use_batch:
-                    # Grammar-constrained requests go through the high-level API one at a time.
+                if not use_batch:
                     yield ri, si, self._generate_one(req, sampling)
                 else:
                     plain.append((ri, si, req, sampling))
             if plain:
                 jobs = []
+                grammars: dict[str, tuple[bytes, bytes]] = {}
                 for k, (_, _, req, s) in enumerate(plain):
                     toks = self._tokens(req)
                     # create_completion's rule: <= 0 means "to the end of the context", and never past it.
                     room = self.n_ctx - len(toks)
-                    jobs.append(_Job(k, toks, s, room if s.max_tokens <= 0 else min(s.max_tokens, room)))
+                    g = None
+                    if req.json_schema is not None:
+                        key = json.dumps(req.json_schema, sort_keys=True)
+                        if key not in grammars:
+                            lg = _grammar(req.json_schema)
+                            grammars[key] = (lg._grammar.encode("utf-8"), lg._root.encode("utf-8"))
+                        g = grammars[key]
+                    jobs.append(_Job(k, toks, s, room if s.max_tokens <= 0 else min(s.max_tokens, room), g))
                 for k, comp in self._generate_batched(jobs):
                     yield plain[k][0], plain[k][1], comp
 
@@ -171,13 +182,7 @@ class LlamaCppTeacher:
     # ------------------------------------------------------------------ sequential path
 
     def _generate_one(self, req: GenerationRequest, s: Sampling) -> Completion:
-        grammar = None
-        if req.json_schema is not None:
-            import json
-
-            from llama_cpp import LlamaGrammar
-
-            grammar = LlamaGrammar.from_json_schema(json.dumps(req.json_schema), verbose=False)
+        grammar = _grammar(req.json_schema) if req.json_schema is not None else None
         t0 = time.perf_counter()
         out = self.llm.create_completion(
             self._tokens(req), max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
@@ -209,6 +214,8 @@ class LlamaCppTeacher:
             p.n_threads = p.n_threads_batch = self.n_threads
             p.kv_unified = self.kv_unified
             p.no_perf = True
+            # As Llama() sets it (flash attention off): the same kernels as the sequential path.
+            p.flash_attn_type = self.llm.context_params.flash_attn_type
             ctx = ll.llama_init_from_model(self.llm._model.model, p)
             if not ctx:
                 raise UserError("llama.cpp could not create a multi-sequence context (lower batch_sequences)")
@@ -272,8 +279,11 @@ class LlamaCppTeacher:
                     for i in range(shared, last + 1):
                         add(n + i - shared, job.tokens[i], i, sid, i == last)
                     n += len(job.tokens) - shared
+                    gs = None
+                    if job.grammar is not None:
+                        gs = ll.llama_sampler_init_grammar(self._vocab, job.grammar[0], job.grammar[1])
                     active[sid] = _Seq(job, sid, self._make_chain(job.sampling), len(job.tokens),
-                                       time.perf_counter(), logit_idx=n - 1)
+                                       time.perf_counter(), logit_idx=n - 1, grammar=gs)
                 batch.n_tokens = n
                 t_dec = time.perf_counter()
                 rc = ll.llama_decode(ctx, batch)
@@ -284,6 +294,8 @@ class LlamaCppTeacher:
                 for sid in list(active):
                     st = active[sid]
                     tok = ll.llama_sampler_sample(st.chain, ctx, st.logit_idx)
+                    if st.grammar is not None:
+                        tok = self._constrain(st, tok)
                     finish = None
                     if ll.llama_vocab_is_eog(self._vocab, tok):
                         finish = "stop"
@@ -299,7 +311,7 @@ class LlamaCppTeacher:
                     if finish is None:
                         continue
                     self.model_calls += 1
-                    ll.llama_sampler_free(st.chain)
+                    _free(ll, st)
                     ll.llama_memory_seq_rm(mem, sid, -1, -1)
                     del active[sid]
                     free.append(sid)
@@ -310,8 +322,39 @@ class LlamaCppTeacher:
                     )
         finally:  # also when the consumer stops early or decoding fails
             for st in active.values():
-                ll.llama_sampler_free(st.chain)
+                _free(ll, st)
             ll.llama_memory_clear(mem, True)
+
+    def _constrain(self, st: _Seq, tok: int) -> int:
+        """Keep `tok` if the grammar allows it, else sample again from the grammar-allowed tokens.
+
+        Checking one token is cheap; masking the whole 262k-token vocabulary every step (what a
+        grammar-first chain does) is what makes constrained decoding slow, so it is done only when
+        the free choice breaks the grammar (llama.cpp's common sampler does the same). Greedy output
+        is identical to grammar-first decoding; at temperature > 0 the distribution is the
+        grammar-allowed part of the model's, sampled with the sequence's seed.
+        """
+        ll = self._ll
+        one = (ll.llama_token_data * 1)(ll.llama_token_data(tok, 1.0, 0.0))
+        arr = ll.llama_token_data_array(one, 1, -1, False)
+        ll.llama_sampler_apply(st.grammar, ctypes.byref(arr))
+        if one[0].logit == float("-inf"):
+            import numpy as np
+
+            n_vocab = ll.llama_vocab_n_tokens(self._vocab)
+            logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self._bctx, st.logit_idx), (n_vocab,))
+            data = (ll.llama_token_data * n_vocab)()
+            view = np.frombuffer(data, dtype=np.dtype([("id", np.int32), ("logit", np.float32),
+                                                         ("p", np.float32)]))
+            view["id"] = np.arange(n_vocab, dtype=np.int32)
+            view["logit"] = logits
+            view["p"] = 0.0
+            full = ll.llama_token_data_array(data, n_vocab, -1, False)
+            ll.llama_sampler_apply(st.grammar, ctypes.byref(full))
+            ll.llama_sampler_apply(st.chain, ctypes.byref(full))
+            tok = int(data[full.selected].id)
+        ll.llama_sampler_accept(st.grammar, tok)
+        return tok
 
     def _eval_shared_prefix(self, jobs: list[_Job], psid: int) -> int:
         """Decode the token prefix common to all jobs once, into sequence `psid`; return its length.
@@ -355,6 +398,19 @@ class LlamaCppTeacher:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown: nothing useful to do
             pass
+
+
+def _free(ll: Any, st: _Seq) -> None:
+    ll.llama_sampler_free(st.chain)
+    if st.grammar is not None:
+        ll.llama_sampler_free(st.grammar)
+        st.grammar = None
+
+
+def _grammar(schema: dict[str, Any]) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
 
 
 def _first_stop(text: bytes, stops: Sequence[str]) -> int | None:

@@ -112,10 +112,16 @@ def test_json_schema_output_parses(teacher: LlamaCppTeacher) -> None:
     }
     s = Sampling(temperature=0.7, max_tokens=40, seed=3)
     req = GenerationRequest(sampling=s, prompt="A question about a place, as JSON:\n", json_schema=schema, n=2)
-    for c in teacher.generate([req])[0]:
+    for c in teacher.generate([req])[0]:  # batched path: grammar checked per sampled token
         assert c.finish_reason == "stop", c
         obj = json.loads(c.text)
         assert set(obj) == {"question", "label"} and obj["label"] in ("LOC", "NUM")
+    # Greedy: the batched path (check, resample on rejection) equals grammar-first create_completion.
+    greedy = [replace(req, sampling=Sampling(temperature=0.0, max_tokens=40), n=1, prompt=p)
+              for p in ("A question about a place, as JSON:\n", "Where is Rome? As JSON:\n")]
+    batched = [r[0].text for r in teacher.generate(greedy)]
+    sequential = [c.text for _, _, c in sorted(teacher.generate_stream(greedy, batched=False))]
+    assert batched == sequential and all(json.loads(t) for t in batched)
 
 
 @pytest.mark.slow
