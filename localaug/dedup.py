@@ -389,16 +389,20 @@ class DedupIndex:
         if role not in ("train", "test"):
             raise UserError(f"dedup role must be 'train' or 'test', not {role!r}")
         mask = self._mask(role)
-        ids, norms = [], []
-        for id_, text in items:
-            id_ = str(id_)
-            if id_ in self._id_set:
-                raise UserError(f"duplicate id in dedup index: {id_!r}")
-            self._id_set.add(id_)
-            ids.append(id_)
-            norms.append(normalise(text, mask))
+        pairs = [(str(i), t) for i, t in items]
+        ids = [i for i, _ in pairs]
+        self._claim(ids)
+        norms = [normalise(t, mask) for _, t in pairs]
         sigs = self._sketch(norms)
         self._insert(ids, [role] * len(ids), norms, sigs)
+
+    def _claim(self, ids: list[str]) -> None:
+        """Reserve new ids; all or none (an error leaves the index as it was)."""
+        new = set(ids)
+        clash = (new & self._id_set) or (len(new) < len(ids) and {i for i in ids if ids.count(i) > 1})
+        if clash:
+            raise UserError(f"duplicate id in dedup index: {sorted(clash)[0]!r}")
+        self._id_set |= new
 
     def _insert(self, ids: list[str], roles: list[Role], norms: list[str], sigs: np.ndarray) -> None:
         base = len(self.ids)
@@ -517,17 +521,24 @@ class DedupIndex:
         """Like check_and_add for each item in order (a batch's second near-copy is a duplicate of the
         first), with the sketching vectorised over the whole batch."""
         items = [(str(i), t) for i, t in items]
-        views = self._views([t for _, t in items], need_train=True)
+        self._claim([i for i, _ in items])  # checked up front; rejected ids are released below
+        try:
+            views = self._views([t for _, t in items], need_train=True)
+        except BaseException:
+            self._id_set.difference_update(i for i, _ in items)
+            raise
         train_norms, train_sigs = views["train"]
-        verdicts = []
-        for k, (id_, _) in enumerate(items):
-            v = self._verdict(views, k)
-            verdicts.append(v)
-            if v.outcome == "accepted":
-                if id_ in self._id_set:
-                    raise UserError(f"duplicate id in dedup index: {id_!r}")
-                self._id_set.add(id_)
-                self._insert([id_], ["train"], [train_norms[k]], train_sigs[k : k + 1])
+        verdicts: list[Verdict] = []
+        try:
+            for k, (id_, _) in enumerate(items):
+                v = self._verdict(views, k)
+                verdicts.append(v)
+                if v.outcome == "accepted":
+                    self._insert([id_], ["train"], [train_norms[k]], train_sigs[k : k + 1])
+                else:
+                    self._id_set.discard(id_)
+        finally:  # on an error, release the ids not yet decided
+            self._id_set.difference_update(i for i, _ in items[len(verdicts):])
         return verdicts
 
     # ----------------------------------------------------------------- persistence

@@ -215,6 +215,11 @@ def test_incremental_within_a_batch_and_check_does_not_mutate(trec: list[str]) -
     assert index.check_and_add("c4", new + "!!").match_id == "c1"
     with pytest.raises(UserError, match="duplicate id"):
         index.add("c1", "something else entirely")
+    with pytest.raises(UserError, match="duplicate id"):  # all or nothing: "ok" is not added either
+        index.add_many([("ok", "fine text here"), ("c2", "x"), ("c2", "y")])
+    assert "ok" not in index.ids and index.check_and_add("ok", "fine text here").outcome == "accepted"
+    assert index.check_and_add("c2", "fine text here!").outcome == "duplicate"  # rejected ids stay free
+    assert index.check_and_add("c2", "Yet another question about the Andes ?").outcome == "accepted"
 
 
 def test_save_load_round_trip_without_pickle(tmp_path: Path, trec: list[str], gsm_test: list[str]) -> None:
