@@ -113,9 +113,11 @@ def dedup(files: tuple[Path, ...], task_name: str | None, text_field: str | None
     rejected = sorted((x for x in verdicts if x[2].outcome != "accepted"), key=lambda x: -x[2].similarity)
     if rejected and top > 0:
         table = Table(title=f"top {min(top, len(rejected))} matches")
-        for col in ("id", "outcome", "match", "similarity"):
-            table.add_column(col, overflow="fold")
-        table.add_column("text", no_wrap=True, overflow="ellipsis", ratio=1)
+        table.add_column("id", overflow="fold", min_width=8)
+        table.add_column("outcome", no_wrap=True)
+        table.add_column("match", overflow="fold", min_width=8)
+        table.add_column("similarity", no_wrap=True, justify="right")
+        table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=60)
         for _, rid, v, text in rejected[:top]:
             table.add_row(rid, v.outcome, str(v.match_id), f"{v.similarity:.3f}", _snippet(text))
         console.print(table)
