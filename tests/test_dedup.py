@@ -151,7 +151,10 @@ _edit = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the LSH is probabilistic (a pair at Jaccard 0.7 is missed with probability ~1.5e-4), so
+# a fixed example sequence keeps CI from flaking while still covering 150 different edits
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edit=_edit)
 def test_test_set_near_copy_is_always_contamination(gsm_test: list[str], trec: list[str], edit) -> None:
     k, new_words, upper, strip_punct, delta = edit
