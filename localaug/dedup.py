@@ -33,13 +33,15 @@ renamed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import os
 import re
 import unicodedata
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -263,6 +265,19 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
 # --------------------------------------------------------------------------- MinHash
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Bulk inserts create hundreds of thousands of small sets (LSH buckets) and none of them is in a
+    reference cycle; CPython's cyclic GC would still walk all of them over and over."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 @functools.lru_cache(maxsize=32)
 def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     # datasketch's own (bands, rows) choice; cached because it integrates numerically (~20 ms)
@@ -392,9 +407,9 @@ class DedupIndex:
         pairs = [(str(i), t) for i, t in items]
         ids = [i for i, _ in pairs]
         self._claim(ids)
-        norms = [normalise(t, mask) for _, t in pairs]
-        sigs = self._sketch(norms)
-        self._insert(ids, [role] * len(ids), norms, sigs)
+        with _no_gc():
+            norms = [normalise(t, mask) for _, t in pairs]
+            self._insert(ids, [role] * len(ids), norms, self._sketch(norms))
 
     def _claim(self, ids: list[str]) -> None:
         """Reserve new ids; all or none (an error leaves the index as it was)."""
@@ -460,10 +475,17 @@ class DedupIndex:
                 out[role] = out[other]  # same view: normalise and sketch once
                 continue
             if other in out and out[other][0] and mask and not self._mask(other):
-                # masking commutes with normalisation: mask the other view instead of starting again
-                norms = [_DIGITS.sub("0", n) for n in out[other][0]]
-            else:
-                norms = [normalise(t, mask) for t in texts]
+                # masking commutes with normalisation: mask the other view instead of starting again,
+                # and re-sketch only the texts that have digits
+                plain, plain_sigs = out[other]
+                norms = [_DIGITS.sub("0", n) for n in plain]
+                changed = [k for k, (m, n) in enumerate(zip(norms, plain, strict=True)) if m != n]
+                sigs = plain_sigs.copy()
+                if changed:
+                    sigs[changed] = self._sketch([norms[k] for k in changed])
+                out[role] = (norms, sigs)
+                continue
+            norms = [normalise(t, mask) for t in texts]
             out[role] = (norms, self._sketch(norms))
         return out
 
@@ -522,23 +544,20 @@ class DedupIndex:
         first), with the sketching vectorised over the whole batch."""
         items = [(str(i), t) for i, t in items]
         self._claim([i for i, _ in items])  # checked up front; rejected ids are released below
-        try:
-            views = self._views([t for _, t in items], need_train=True)
-        except BaseException:
-            self._id_set.difference_update(i for i, _ in items)
-            raise
-        train_norms, train_sigs = views["train"]
         verdicts: list[Verdict] = []
         try:
-            for k, (id_, _) in enumerate(items):
-                v = self._verdict(views, k)
-                verdicts.append(v)
-                if v.outcome == "accepted":
-                    self._insert([id_], ["train"], [train_norms[k]], train_sigs[k : k + 1])
-                else:
-                    self._id_set.discard(id_)
+            with _no_gc():
+                views = self._views([t for _, t in items], need_train=True)
+                train_norms, train_sigs = views["train"]
+                for k, (id_, _) in enumerate(items):
+                    v = self._verdict(views, k)
+                    verdicts.append(v)
+                    if v.outcome == "accepted":
+                        self._insert([id_], ["train"], [train_norms[k]], train_sigs[k : k + 1])
+                    else:
+                        self._id_set.discard(id_)
         finally:  # on an error, release the ids not yet decided
-            self._id_set.difference_update(i for i, _ in items[len(verdicts):])
+            self._id_set.difference_update(i for i, _ in items[len(verdicts) :])
         return verdicts
 
     # ----------------------------------------------------------------- persistence
