@@ -225,10 +225,10 @@ def shingle_set(norm: str, shingle: str = "word", ngram: int = 1) -> set[Any]:
     """The same n-grams as `shingles`, unhashed: exact Jaccard for confirming LSH hits (no numpy
     overhead per pair, and no hash collisions)."""
     units: Sequence[str] = norm.split() if shingle == "word" else norm
-    if len(units) <= ngram:
-        return {tuple(units)}
     if ngram == 1:
-        return set(units)
+        return set(units) or {()}  # (): the one shingle every empty text shares
+    if len(units) < ngram:
+        return {tuple(units)}
     return set(zip(*(units[j:] for j in range(ngram)), strict=False))
 
 

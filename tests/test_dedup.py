@@ -84,6 +84,9 @@ def test_lcs_matches_dynamic_programming() -> None:
                 table[i + 1][j + 1] = table[i][j] + 1 if a[i] == b[j] else max(table[i][j + 1], table[i + 1][j])
         assert lcs_length(a, b) == table[-1][-1]
     assert rouge_l("a b c d".split(), "a x c d".split()) == pytest.approx(0.75)
+    assert jaccard(shingle_set("hello"), shingle_set("hello world")) == 0.5
+    assert jaccard(shingle_set(""), shingle_set("")) == 1.0
+    assert jaccard(shingle_set("a b", ngram=3), shingle_set("a b c", ngram=3)) == 0.0
 
 
 # --------------------------------------------------------------------------- the three outcomes
