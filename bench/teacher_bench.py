@@ -132,6 +132,15 @@ def main() -> None:
         print(f"   rerun: {secs2 * 1000:.2f} ms, {rerun_calls} model calls, {ct.cache_hits} cache hits")
     teachers[16].close()
 
+    # Greedy agreement: how often the batched path reproduces the sequential path's greedy text
+    # (llama.cpp logits are not bit-identical across batch layouts; near-ties can flip).
+    g = Sampling(temperature=0.0, max_tokens=min(32, args.max_tokens))
+    greqs = [GenerationRequest(sampling=g, prompt=prompt_for(i)) for i in range(args.prompts)]
+    gb = [r[0].text for r in t8.generate(greqs)]
+    gs = [c.text for _, _, c in sorted(t8.generate_stream(greqs, batched=False), key=lambda x: x[0])]
+    agree = sum(a == b for a, b in zip(gb, gs, strict=True))
+    print(f"   greedy agreement batch8 vs seq: {agree}/{len(gb)} identical ({g.max_tokens} tokens)")
+
     http_rate = None
     if not args.no_http:
         port = free_port()
@@ -174,8 +183,10 @@ def main() -> None:
     for k, v in ratios.items():
         print(f"  {k:>28}: {v:8.2f}x")
     print(f"  cache rerun model calls: {rerun_calls}")
+    print(f"  greedy agreement batch8 vs seq: {agree}/{len(gb)}")
     if args.json:
         args.json.write_text(json.dumps({"tok_per_s": rate, "ratios": ratios, "rerun_model_calls": rerun_calls,
+                                         "greedy_agreement": [agree, len(gb)],
                                          "threads": args.threads, "prompts": args.prompts,
                                          "max_tokens": args.max_tokens}, indent=2))
 

@@ -93,6 +93,10 @@ class LlamaCppTeacher:
             self.llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, n_gpu_layers=n_gpu_layers, verbose=verbose,
+                # Flash attention in both paths: its kernel skips masked KV cells, so a sequence's
+                # logits depend less on where its cells sit among other sequences' in the shared
+                # buffer (greedy samples of one prompt agree; without it they can part).
+                flash_attn=True,
             )
         except (ValueError, RuntimeError) as e:
             raise UserError(f"llama.cpp could not load {path}: {e}") from None
@@ -214,8 +218,7 @@ class LlamaCppTeacher:
             p.n_threads = p.n_threads_batch = self.n_threads
             p.kv_unified = self.kv_unified
             p.no_perf = True
-            # As Llama() sets it (flash attention off): the same kernels as the sequential path.
-            p.flash_attn_type = self.llm.context_params.flash_attn_type
+            p.flash_attn_type = self.llm.context_params.flash_attn_type  # same kernels as sequential
             ctx = ll.llama_init_from_model(self.llm._model.model, p)
             if not ctx:
                 raise UserError("llama.cpp could not create a multi-sequence context (lower batch_sequences)")
