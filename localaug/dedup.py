@@ -40,6 +40,7 @@ import json
 import os
 import re
 import unicodedata
+import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -54,7 +55,8 @@ from .errors import UserError
 
 Role = Literal["train", "test"]
 Outcome = Literal["accepted", "duplicate", "contaminated"]
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # bump when normalisation, shingle hashing or permutations change: stored signatures
+# are only comparable with signatures computed by the same code
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)
@@ -597,7 +599,7 @@ class DedupIndex:
                 sigs = np.asarray(z["sigs"], dtype=np.uint32)
         except FileNotFoundError:
             raise UserError("dedup index not found", file=path) from None
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise UserError(f"not a dedup index ({e})", file=path) from None
         if meta.get("format") != FORMAT_VERSION:
             raise UserError(f"dedup index format {meta.get('format')} not supported", file=path)
@@ -606,5 +608,6 @@ class DedupIndex:
         if not (len(ids) == len(roles) == len(texts) == len(sigs)) or sigs.shape[1:] != (index.config.num_perm,):
             raise UserError("dedup index is inconsistent (lengths differ)", file=path)
         index._id_set = set(ids)
-        index._insert(list(ids), list(roles), list(texts), sigs)
+        with _no_gc():
+            index._insert(list(ids), list(roles), list(texts), sigs)
         return index

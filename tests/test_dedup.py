@@ -250,6 +250,9 @@ def test_save_load_round_trip_without_pickle(tmp_path: Path, trec: list[str], gs
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(UserError, match="not a dedup index"):
         DedupIndex.load(tmp_path / "bad.npz")
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:2000])  # a truncated file
+    with pytest.raises(UserError, match="not a dedup index"):
+        DedupIndex.load(tmp_path / "cut.npz")
 
 
 # --------------------------------------------------------------------------- robustness
