@@ -7,8 +7,13 @@ LLM2LLM's reference code drops a generated example whose ROUGE-L against any exi
 2. looked up exactly (a dict keyed by the normalised text: similarity 1.0),
 3. otherwise sketched with MinHash over word or character n-grams and looked up in a `datasketch`
    MinHashLSH whose threshold sits below the confirmation threshold (so the LSH stage loses little),
-4. and every LSH hit is confirmed by the exact similarity: Jaccard of the shingle sets (default) or
-   ROUGE-L F1 of the normalised tokens (`rule="rougeL"`, the paper's rule, strict `>` like the paper).
+4. and every LSH hit whose MinHash estimate is plausible is confirmed by the exact similarity:
+   Jaccard of the shingle sets (default: word unigrams >= 0.7) or ROUGE-L F1 of the normalised
+   tokens (`rule="rougeL"`: the paper's rule, > 0.95, strict like the paper).
+
+The LSH is datasketch's MinHashLSH (its (bands, rows) optimiser and bucket storage); the signatures
+are computed here, vectorised over a whole batch, with datasketch's legacy permutation family, and
+the bucket keys are cut from one byte buffer per signature instead of one numpy call per band.
 
 Two indexes share one `DedupIndex`: "train" items (seed, D_i, accepted candidates) for duplicates and
 "test" items for contamination. Contamination is checked first and wins.
