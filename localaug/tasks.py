@@ -236,7 +236,9 @@ class Task:
         shot_new = new_tpl.format(**self._fields(ex_new)).rstrip("\n")
         seed_orig = t["original"].format(**seed_f).rstrip("\n")
         instruction = t["instruction"].strip()
-        prompt = f"{instruction}\n\n{shot_orig}\n{shot_new}\n\n{seed_orig}\n{prefix}"
+        # No trailing space: SentencePiece models write the space as part of the next word's token, and a
+        # prompt ending in a bare space pushes a base model towards digits and fragments.
+        prompt = f"{instruction}\n\n{shot_orig}\n{shot_new}\n\n{seed_orig}\n{prefix.rstrip(' ')}"
         messages = (
             ("system", instruction),
             ("user", shot_orig),

@@ -94,7 +94,7 @@ def test_teacher_prompt_shows_gold_and_wrong_answer(data_dir: Path) -> None:
     ex = task.load_split("train")[0]
     tp = task.teacher_prompt(ex, "LOC")
     assert ex.data["text"] in tp.prompt
-    assert tp.prompt.endswith("New question: ")
+    assert tp.prompt.endswith("New question:")
     assert "Student's wrong answer type: location" in tp.prompt
     assert task.labels[ex.data["label"]] in tp.prompt.split("\n\n")[-1]
     assert tp.messages[0][0] == "system" and tp.messages[-1][1].startswith("Answer type:")
