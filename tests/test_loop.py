@@ -130,3 +130,16 @@ def test_live_lock_is_refused(tmp_path: Path) -> None:
     first.unlock()
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_trec_seed_54_three_iterations_on_shared_data(tmp_path: Path, data_dir: Path) -> None:
+    """`localaug run --task trec --seed-size 54 --iterations 3`, with fake models standing in."""
+    task = load_task("trec")
+    cfg = RunConfig(task="trec", seed_size=54, iterations=3, seed=0).resolve(task.defaults)
+    store = RunStore.open_for_run(tmp_path / "trec", cfg)
+    teacher = CachedTeacher(FakeTeacher(), GenerationCache(tmp_path / "c.sqlite"))
+    result = Loop(task, cfg, store, FakeStudent(), lambda: teacher).run()
+    assert store.manifest["stages"]["prepare"]["seed_size"] == 54
+    assert store.manifest["stages"]["prepare"]["test_size"] == 500
+    assert len(result.iterations) == 3, result.stopped_early
+    assert result.iterations[1]["train_size"] > 54
