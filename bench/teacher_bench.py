@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -107,20 +108,28 @@ def main() -> None:
             n += out["usage"]["completion_tokens"]  # type: ignore[index]
         return n
 
-    n, secs = timed(run_raw)
-    record("raw", n, secs)
-    raw.close()
-
     teachers = {b: LlamaCppTeacher(gguf, batch_sequences=b, n_threads=args.threads) for b in (8, 16)}
     warm = [GenerationRequest(sampling=Sampling(max_tokens=4), prompt="Hello")]
     for t in teachers.values():
         t.generate(warm)  # creates the multi-sequence context outside the timing
     t8 = teachers[8]
-    out, secs = timed(lambda: [[c] for _, _, c in t8.generate_stream(reqs, batched=False)])
-    record("seq", tokens(out), secs)
-    for b, t in teachers.items():
-        out, secs = timed(lambda t=t: t.generate(reqs))
-        record(f"batch{b}", tokens(out), secs)
+    paths = {
+        "raw": run_raw,
+        "seq": lambda: tokens([[c] for _, _, c in t8.generate_stream(reqs, batched=False)]),
+        "batch8": lambda: tokens(t8.generate(reqs)),
+        "batch16": lambda: tokens(teachers[16].generate(reqs)),
+    }
+    # Interleaved repeats, median per path: the machine is shared, so one pass is noise-prone.
+    samples: dict[str, list[tuple[int, float]]] = {k: [] for k in paths}
+    for rep in range(args.repeats):
+        for name, fn in paths.items():
+            n, secs = timed(fn)
+            samples[name].append((n, secs))
+            print(f"  [{rep + 1}/{args.repeats}] {name:>8}: {n / secs:7.1f} tok/s", flush=True)
+    for name, runs in samples.items():
+        n, secs = sorted(runs, key=lambda r: r[0] / r[1])[len(runs) // 2]
+        record(name, n, secs)
+    raw.close()
 
     with tempfile.TemporaryDirectory() as d:
         ct = CachedTeacher(t8, GenerationCache(Path(d) / "bench.sqlite"))
