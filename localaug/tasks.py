@@ -67,6 +67,10 @@ def _check_keys(d: Any, allowed: set[str], where: str, path: Path) -> dict[str, 
     return d
 
 
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
 def _template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
@@ -260,9 +264,23 @@ class Task:
             return None, "parse: output does not follow the card's 'new' format"
         parsed = {k: v.strip() for k, v in m.groupdict().items()}
         try:
-            return self.kind.from_fields(parsed, seed_ex.data, self.labels)
+            data, reason = self.kind.from_fields(parsed, seed_ex.data, self.labels)
         except (KeyError, ValueError, TypeError) as e:  # defensive: teacher text is arbitrary
             return None, f"parse: {type(e).__name__}"
+        if data is not None and _norm(self.kind.dedup_text(data)) in self._example_texts():
+            # Small base models often repeat the few-shot example verbatim, whatever the seed's label.
+            return None, "copy: the card's worked example"
+        return data, reason
+
+    def _example_texts(self) -> set[str]:
+        ex = self.teacher["example"]
+        texts = set()
+        for key in ("original", "new"):
+            try:
+                texts.add(_norm(self.kind.dedup_text(self.kind.validate(dict(ex[key]), self.labels, Where()))))
+            except UserError:
+                pass
+        return texts
 
 
 # ---------------------------------------------------------------------- loading
