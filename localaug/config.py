@@ -21,6 +21,8 @@ class RunConfig:
     seed_size: int | None = None  # None: the task card's default
     seed_fraction: float | None = None
     seed: int = 0  # seed sampling, training, teacher sampling: one number makes a run reproducible
+    train_seed: int | None = None  # a separate training seed (LoRA init, batch order); None: `seed`
+    target: str = "wrong"  # wrong: the paper's loop; random: untargeted control (same count, random seeds)
     iterations: int | None = None  # number of students trained (iteration 0 = plain fine-tuning)
     per_wrong: int | None = None  # new examples asked per wrong seed example (paper: 1)
     max_retries: int = 2  # extra teacher attempts for a wrong example that yielded nothing valid
@@ -70,6 +72,8 @@ class RunConfig:
             raise bad("per_wrong", f"must be >= 1, got {self.per_wrong}")
         if self.max_retries < 0:
             raise bad("max_retries", f"must be >= 0, got {self.max_retries}")
+        if self.target not in ("wrong", "random"):
+            raise bad("target", f"must be 'wrong' or 'random', got {self.target!r}")
         if self.eval_mode not in (None, "score", "generate"):
             raise bad("eval_mode", f"must be 'score' or 'generate', got {self.eval_mode!r}")
         if self.teacher_url is not None and not self.teacher_url.startswith(("http://", "https://")):
@@ -113,7 +117,7 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
         cfg = RunConfig(**values)
     except TypeError as e:
         raise UserError(str(e), file=file) from None
-    for name in ("seed_size", "iterations", "per_wrong", "max_retries", "seed", "test_size"):
+    for name in ("seed_size", "iterations", "per_wrong", "max_retries", "seed", "test_size", "train_seed"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
             raise UserError(f"must be an integer, got {v!r}", file=file, field=name)

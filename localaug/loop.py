@@ -16,6 +16,7 @@ used. The loop stops early when no seed example is wrong or nothing new was acce
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from collections.abc import Callable
@@ -138,8 +139,9 @@ class Loop:
 
     def _train(self, i: int, data: list[Example]) -> dict[str, Any]:
         failpoint(f"train:{i}")
+        train_seed = self.config.seed if self.config.train_seed is None else self.config.train_seed
         stats = self.student.train([self.task.train_item(e) for e in data],
-                                   self.store.path(f"{iter_dir(i)}/adapter"), seed=self.config.seed,
+                                   self.store.path(f"{iter_dir(i)}/adapter"), seed=train_seed,
                                    progress=self._progress())
         return {"train_size": len(data), "steps": stats.steps, "train_tokens": stats.train_tokens,
                 "final_loss": stats.final_loss, "peak_rss_mb": stats.peak_rss_mb}
@@ -162,6 +164,11 @@ class Loop:
         by_id = {e.id: e for e in seed}
         evals = self.store.read_jsonl(f"{iter_dir(i)}/eval_seed.jsonl")
         wrong = [WrongExample(by_id[r["id"]], r["prediction"]) for r in evals if not r["correct"]]
+        if self.config.target == "random":
+            # Untargeted control: as many seed examples as were wrong, drawn at random (right or wrong).
+            rng = random.Random(f"{self.config.seed}/{i}/random-target")
+            picks = sorted(rng.sample(range(len(evals)), len(wrong)))
+            wrong = [WrongExample(by_id[evals[k]["id"]], evals[k]["prediction"]) for k in picks]
         total = len(wrong) * int(self.config.per_wrong or 1)
 
         def progress(done: int, tot: int, info: dict[str, Any]) -> None:

@@ -143,3 +143,16 @@ def test_trec_seed_54_three_iterations_on_shared_data(tmp_path: Path, data_dir: 
     assert store.manifest["stages"]["prepare"]["test_size"] == 500
     assert len(result.iterations) == 3, result.stopped_early
     assert result.iterations[1]["train_size"] > 54
+
+
+def test_untargeted_control_asks_about_as_many_random_seed_examples(tmp_path: Path) -> None:
+    loop, _, _ = _run(tmp_path, "ctl", target="random")
+    root = loop.store.root
+    ev = [json.loads(x) for x in (root / "iter_00/eval_seed.jsonl").read_text().splitlines()]
+    n_wrong = sum(not r["correct"] for r in ev)
+    info = loop.store.stage_info("iter_00/augment")
+    assert info["wrong"] == n_wrong  # same budget as the targeted loop
+    asked = {r["seed_id"] for r in loop.store.read_jsonl("iter_00/rejected_parse.jsonl")} | {
+        r["meta"]["seed_id"] for r in loop.store.read_jsonl("iter_00/candidates.jsonl")}
+    right = {r["id"] for r in ev if r["correct"]}
+    assert asked & right  # the control is not restricted to wrong examples
