@@ -9,6 +9,7 @@ Each sample is its own request with seed = sampling.seed + sample index, so samp
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -60,6 +61,7 @@ class HttpTeacher:
         self.structured = structured
         self.identity = f"http:{self.base_url}:{model}"
         self.model_calls = 0
+        self._count_lock = threading.Lock()  # model_calls is bumped from the pool's threads
         if check:
             self.check()
 
@@ -133,7 +135,8 @@ class HttpTeacher:
         t0 = time.perf_counter()
         out = self._request("POST", "/chat/completions" if chat else "/completions", body,
                             timeout=self.timeout_s, retries=self.retries)
-        self.model_calls += 1
+        with self._count_lock:
+            self.model_calls += 1
         try:
             choice = out["choices"][0]
             text = choice["message"]["content"] if chat else choice["text"]
