@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/quality")
     args = ap.parse_args(argv)
 
-    settings = {"epochs": args.epochs} if args.epochs else {}
+    # The task card's training defaults, then --epochs; the one student object serves every run.
+    settings = dict(load_task(args.task).defaults.get("student_settings") or {})
+    if args.epochs:
+        settings["epochs"] = args.epochs
     student = make_student(args.student, settings)
     rows = []
     for ds in args.data_seeds:
