@@ -180,8 +180,10 @@ def _trainer_classes() -> tuple[type, type]:
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.fn is not None:
                 dt = max(time.perf_counter() - self.t0, 1e-9)
-                self.fn(state.global_step, state.max_steps,
-                        {"loss": self.loss, "tokens_per_s": round(self.ref[0].tokens_seen / dt, 1)})
+                info: dict[str, Any] = {"tokens_per_s": round(self.ref[0].tokens_seen / dt, 1)}
+                if self.loss is not None:  # no loss logged before the first step ends
+                    info["loss"] = self.loss
+                self.fn(state.global_step, state.max_steps, info)
 
     return AnswerOnlyTrainer, Progress
 
