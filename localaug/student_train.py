@@ -117,7 +117,7 @@ def answer_only_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.
     keep[:, :-1] = tgt != IGNORE
     out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
     logits = out.logits
-    if logits.dim() == 3:  # older transformers without boolean masks: full logits (correct, just slower)
+    if logits.dim() == 3:  # a model whose forward ignores logits_to_keep: full logits (correct, just slower)
         logits = logits[keep]
     return F.cross_entropy(logits.float(), tgt[tgt != IGNORE])
 
