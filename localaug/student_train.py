@@ -143,7 +143,8 @@ def prepare_peft(model: Any, plan: Any, seed: int) -> Any:
 
     set_seed(seed)
     if plan.quantization == "nf4":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = get_peft_model(model, _lora_config(plan))
     peft_model.train()
     return peft_model
@@ -233,6 +234,7 @@ def train_adapter(model: Any, tok: Any, items: Sequence[TrainItem], out_dir: Pat
             use_cpu=plan.device == "cpu", bf16=plan.device == "cuda" and plan.precision == "bf16",
             fp16=plan.device == "cuda" and plan.precision == "fp16", dataloader_num_workers=0,
             remove_unused_columns=False, disable_tqdm=True, activation_checkpointing=plan.quantization == "nf4",
+            activation_checkpointing_kwargs={"use_reentrant": False},
         )
         ref: list[Any] = []
         sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], bs, seed) \

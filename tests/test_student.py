@@ -46,16 +46,16 @@ def _tiny_tokenizer(path: Path):  # noqa: ANN202 - transformers type
     return tok
 
 
-def _tiny_model_dir(path: Path, arch: str = "gemma3") -> Path:
+def _tiny_model_dir(path: Path, arch: str = "gemma3", hidden: int = 32) -> Path:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
     tok = _tiny_tokenizer(path)
     torch.manual_seed(0)
-    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    common = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
                   pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if arch == "gemma3":
-        cfg = Gemma3TextConfig(head_dim=16, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+        cfg = Gemma3TextConfig(head_dim=hidden // 2, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
                                **common)
         model = Gemma3ForCausalLM(cfg)
     else:
@@ -177,6 +177,22 @@ def test_nf4_train_reloads_fresh(tiny_dir: Path, tmp_path: Path) -> None:
         st.train(TRAIN[:2], tmp_path / "ad", seed=0)
         st.train(TRAIN[:2], tmp_path / "ad2", seed=0)
     assert len(loads) == 3 and st._model is None
+
+
+def test_real_4bit_on_cpu_trains_after_inference(tmp_path: Path) -> None:
+    """Real bitsandbytes NF4 where installed (the `gpu` extra; its 4-bit layers also run on CPU): inference on
+    the 4-bit model first (which repacks its weights), then training must still move every LoRA matrix.
+    (This toy does not reproduce the lost gradients; test_student_real.py's 4-bit Gemma test does.)"""
+    pytest.importorskip("bitsandbytes")
+    d = _tiny_model_dir(tmp_path / "m", hidden=128)  # bitsandbytes packs 64-wide blocks
+    st = _student(d, quantization="nf4", precision="bf16", epochs=2)
+    items = [EvalItem(it.prompt, choices=(" blue", " green")) for it in TRAIN]
+    st.evaluate(None, items)
+    assert "Linear4bit" in type(st.base_model().model.layers[0].self_attn.q_proj).__name__
+    st.train(TRAIN, tmp_path / "ad", seed=0)
+    a = _adapter_tensors(tmp_path / "ad")
+    assert a and all(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k), "LoRA grads were lost"
+    assert len(st.evaluate(tmp_path / "ad", items)) == len(items)
 
 
 # --------------------------------------------------------------------------- training

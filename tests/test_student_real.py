@@ -66,3 +66,21 @@ def test_real_generation_stops_and_adapter_roundtrip(gemma, tmp_path: Path) -> N
     items = [EvalItem(PROMPT.format(r["text"]), choices=tuple(LABELS.values())) for r in _rows("test.jsonl")[:8]]
     first = [r.scores for r in gemma.evaluate(tmp_path / "a", items)]
     assert first == [r.scores for r in gemma.evaluate(tmp_path / "a", items)]
+
+
+def test_real_4bit_gemma_keeps_lora_gradients_after_inference(tmp_path: Path) -> None:
+    """bitsandbytes NF4 on CPU (runs where the `gpu` extra is installed, else skipped). Measured: after one
+    inference pass on the 4-bit Gemma, 90 of its 126 LoRA B matrices get zero gradients in training. The
+    student must train from a fresh load, so every B matrix moves."""
+    pytest.importorskip("bitsandbytes")
+    from safetensors.torch import load_file
+
+    from localaug.student import load_student
+
+    st = load_student("gemma3-270m", device="cpu", quantization="nf4", precision="bf16", epochs=1)
+    rows = _rows("train.jsonl")[:8]
+    st.evaluate(None, [EvalItem(PROMPT.format(r["text"]), choices=tuple(LABELS.values())) for r in rows])
+    st.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in rows], tmp_path / "a", seed=0)
+    b = {k: v for k, v in load_file(str(tmp_path / "a" / "adapter_model.safetensors")).items() if "lora_B" in k}
+    frozen = [k for k, v in b.items() if not v.abs().sum() > 0]
+    assert len(b) == 126 and not frozen, f"{len(frozen)} LoRA B matrices never moved"
