@@ -55,8 +55,8 @@ def _tiny_model_dir(path: Path, arch: str = "gemma3", hidden: int = 32) -> Path:
                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
                   pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if arch == "gemma3":
-        cfg = Gemma3TextConfig(head_dim=hidden // 2, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
-                               **common)
+        cfg = Gemma3TextConfig(head_dim=hidden // 2, sliding_window=4,
+                               layer_types=["sliding_attention", "full_attention"], **common)
         model = Gemma3ForCausalLM(cfg)
     else:
         model = LlamaForCausalLM(LlamaConfig(**common))
