@@ -26,6 +26,7 @@ from typing import Any
 
 from localaug.backends import make_student, make_teacher
 from localaug.config import RunConfig
+from localaug.errors import UserError
 from localaug.loop import Loop
 from localaug.store import RunStore
 from localaug.tasks import load_task
@@ -75,10 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", default="gemma3-270m")
     ap.add_argument("--cache", help="teacher cache (default: the user cache)")
     ap.add_argument("--out", default="runs/quality")
+    ap.add_argument("--data-dir", help="data root (default: $LOCALAUG_DATA_DIR, then ./data)")
     args = ap.parse_args(argv)
+    try:
+        return _compare(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return UserError.exit_code
 
+
+def _compare(args: argparse.Namespace) -> int:
     # The task card's training defaults, then --epochs; the one student object serves every run.
-    settings = dict(load_task(args.task).defaults.get("student_settings") or {})
+    settings = dict(load_task(args.task, args.data_dir).defaults.get("student_settings") or {})
     if args.epochs:
         settings["epochs"] = args.epochs
     student = make_student(args.student, settings)
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 base = {"task": args.task, "seed": ds, "train_seed": ts, "iterations": args.iterations,
                         "seed_size": args.seed_size, "test_size": args.test_size, "target": arm,
                         "student": args.student, "teacher": args.teacher, "cache_path": args.cache,
-                        "student_settings": settings}
+                        "student_settings": settings, "data_dir": args.data_dir}
                 out = Path(args.out) / f"{Path(args.task).stem}-d{ds}-t{ts}-{arm}"
                 its = run_one(args.task, base, student, out)
                 pair[arm] = [r["test_accuracy"] for r in its]
