@@ -59,6 +59,19 @@ def load_yaml(text: str, file: str | Path | None = None) -> Any:
                         line=None if mark is None else mark.line + 1) from None
 
 
+def check_keys(d: Any, allowed: set[str], where: str, path: Path | None) -> dict[str, Any]:
+    """A card section as a mapping whose keys are all known: a typo must not fall back to a default."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise UserError("must be a mapping", file=path, field=where or None)
+    for k in d:
+        if k not in allowed:
+            raise UserError(f"unknown key (allowed: {', '.join(sorted(allowed))})", file=path,
+                            field=f"{where}.{k}" if where else str(k))
+    return d
+
+
 def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) pairs from a JSONL, CSV or Parquet file; one-line UserError on bad input."""
     if not path.exists():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import load_yaml
+from .data import check_keys, load_yaml
 from .errors import UserError
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -75,18 +75,6 @@ def builtin_card_names() -> list[str]:
     return sorted(p.stem for p in (project_root() / "models").glob("*.yaml"))
 
 
-def _check_keys(d: Any, allowed: set[str], where: str, path: Path | None) -> dict[str, Any]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise UserError("must be a mapping", file=path, field=where)
-    for k in d:
-        if k not in allowed:
-            raise UserError(f"unknown key (allowed: {', '.join(sorted(allowed))})", file=path,
-                            field=f"{where}.{k}" if where else k)
-    return d
-
-
 def load_model_card(name_or_path: str | Path) -> ModelCard:
     """Load a card by built-in name (e.g. 'gemma3-270m') or by the path of a YAML file."""
     p = Path(name_or_path)
@@ -105,14 +93,14 @@ def load_model_card(name_or_path: str | Path) -> ModelCard:
         text = res.read_text(encoding="utf-8")
         path = res
     raw = load_yaml(text, path)
-    raw = _check_keys(raw, _TOP_KEYS, "", path)
-    source = _check_keys(raw.get("source"), _SOURCE_KEYS, "source", path)
+    raw = check_keys(raw, _TOP_KEYS, "", path)
+    source = check_keys(raw.get("source"), _SOURCE_KEYS, "source", path)
     if len(source) != 1:
         raise UserError("give exactly one of gguf_package, gguf_path, hf_path", file=path, field="source")
-    student = _check_keys(raw.get("student"), _STUDENT_KEYS, "student", path)
-    _check_keys(student.get("lora"), _LORA_KEYS, "student.lora", path)
-    _check_keys(student.get("train"), _TRAIN_KEYS, "student.train", path)
-    teacher = _check_keys(raw.get("teacher"), _TEACHER_KEYS, "teacher", path)
+    student = check_keys(raw.get("student"), _STUDENT_KEYS, "student", path)
+    check_keys(student.get("lora"), _LORA_KEYS, "student.lora", path)
+    check_keys(student.get("train"), _TRAIN_KEYS, "student.train", path)
+    teacher = check_keys(raw.get("teacher"), _TEACHER_KEYS, "teacher", path)
     name = raw.get("name") or (p.stem if path else str(name_or_path))
     return ModelCard(
         name=str(name), path=path, source={k: str(v) for k, v in source.items()},

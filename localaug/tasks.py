@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import data_root, load_yaml, read_rows
+from .data import check_keys, data_root, load_yaml, read_rows
 from .errors import UserError
 from .modelcards import project_root
 from .protocols import EvalItem, EvalResult, Sampling, TrainItem
@@ -55,18 +55,6 @@ class TeacherPrompt:
     prompt_hash: str
 
 
-def _check_keys(d: Any, allowed: set[str], where: str, path: Path) -> dict[str, Any]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise UserError("must be a mapping", file=path, field=where or None)
-    for k in d:
-        if k not in allowed:
-            raise UserError(f"unknown key (allowed: {', '.join(sorted(allowed))})", file=path,
-                            field=f"{where}.{k}" if where else str(k))
-    return d
-
-
 def _norm(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
@@ -78,17 +66,17 @@ def _template_fields(template: str) -> list[str]:
 class Task:
     def __init__(self, card: dict[str, Any], path: Path, data_dir: str | Path | None = None) -> None:
         self.path = path
-        card = _check_keys(card, _TOP_KEYS, "", path)
+        card = check_keys(card, _TOP_KEYS, "", path)
         self.name: str = str(card.get("name") or path.stem)
         kind = card.get("kind")
         if kind not in KINDS:
             raise UserError(f"unknown kind {kind!r} (one of: {', '.join(KINDS)})", file=path, field="kind")
         self.kind: Kind = KINDS[kind]
         self.description: str = str(card.get("description", ""))
-        self.data = _check_keys(card.get("data"), _DATA_KEYS, "data", path)
-        self.student = _check_keys(card.get("student"), _STUDENT_KEYS, "student", path)
-        self.teacher = _check_keys(card.get("teacher"), _TEACHER_KEYS, "teacher", path)
-        self.defaults = _check_keys(card.get("defaults"), _DEFAULT_KEYS, "defaults", path)
+        self.data = check_keys(card.get("data"), _DATA_KEYS, "data", path)
+        self.student = check_keys(card.get("student"), _STUDENT_KEYS, "student", path)
+        self.teacher = check_keys(card.get("teacher"), _TEACHER_KEYS, "teacher", path)
+        self.defaults = check_keys(card.get("defaults"), _DEFAULT_KEYS, "defaults", path)
         labels = card.get("labels") or {}
         if self.kind.name == "classification":
             if isinstance(labels, list):
