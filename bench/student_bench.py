@@ -70,7 +70,7 @@ def part_step(mode: str, precision: str, steps: int) -> dict[str, Any]:
     import torch
 
     from localaug.student import load_student
-    from localaug.student_train import answer_only_loss, collate, encode_item, prepare_peft
+    from localaug.student_train import collate, encode_item, prepare_peft
 
     st = load_student(precision=precision)
     rows = _rows("train.jsonl")
@@ -82,11 +82,7 @@ def part_step(mode: str, precision: str, steps: int) -> dict[str, Any]:
     times = []
     for k in range(steps + 1):  # the first step warms up allocators and is not timed
         t = time.perf_counter()
-        if mode == "ours":
-            loss = answer_only_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        else:
-            loss = model(**batch).loss
-        loss.backward()
+        _backward(model, batch, mode)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if k:
@@ -96,12 +92,23 @@ def part_step(mode: str, precision: str, steps: int) -> dict[str, Any]:
             "batch": list(batch["input_ids"].shape)}
 
 
+def _backward(model: Any, batch: dict[str, Any], mode: str) -> None:
+    """One forward + backward with our answer-only loss ("ours") or the standard `labels=` loss."""
+    from localaug.student_train import answer_only_loss
+
+    if mode == "ours":
+        loss = answer_only_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    else:
+        loss = model(**batch).loss
+    loss.backward()
+
+
 def part_pair(precision: str, rounds: int) -> dict[str, Any]:
     """Step time of both losses alternated in one process (A B A B ...), so that the background load of a
     shared machine hits both alike; `part_step` (one process per mode) gives the memory figures."""
 
     from localaug.student import load_student
-    from localaug.student_train import answer_only_loss, collate, encode_item, prepare_peft
+    from localaug.student_train import collate, encode_item, prepare_peft
 
     st = load_student(precision=precision)
     items = _train_items(_rows("train.jsonl"), [5] * 8)
@@ -111,11 +118,7 @@ def part_pair(precision: str, rounds: int) -> dict[str, Any]:
     for k in range(rounds + 1):
         for mode in ("ours", "labels"):
             t = time.perf_counter()
-            if mode == "ours":
-                loss = answer_only_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-            else:
-                loss = model(**batch).loss
-            loss.backward()
+            _backward(model, batch, mode)
             model.zero_grad(set_to_none=True)
             if k:  # round 0 warms up
                 times[mode].append(time.perf_counter() - t)
