@@ -8,12 +8,13 @@ teacher cache answers them all.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .protocols import GenerationRequest, ProgressFn, Teacher
-from .tasks import Example, Task
+from .tasks import Example, Task, TeacherPrompt
 
 
 @dataclass
@@ -41,6 +42,21 @@ def request_seed(run_seed: int, iteration: int, example_id: str, attempt: int) -
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
+def pick_shots(task: Task, target: Example, pool: Sequence[Example], k: int, seed: int) -> list[Example]:
+    """Up to k other seed examples like `target` (same label for classification), in a seeded order."""
+    label = task.label_of(target) if task.kind.name == "classification" else None
+    same = [e for e in pool if e.id != target.id and (label is None or task.label_of(e) == label)]
+    rng = random.Random(seed)
+    return rng.sample(same, min(k, len(same)))
+
+
+def build_prompt(task: Task, w: WrongExample, pool: Sequence[Example], shots: int, seed: int) -> TeacherPrompt:
+    """The paper's prompt (shots=0), or the class-conditional list prompt with `shots` seed examples."""
+    if shots > 0:
+        return task.shots_prompt(w.example, pick_shots(task, w.example, pool, shots, seed))
+    return task.teacher_prompt(w.example, w.prediction)
+
+
 def augment(
     task: Task,
     teacher: Teacher,
@@ -50,12 +66,15 @@ def augment(
     per_wrong: int = 1,
     run_seed: int = 0,
     max_retries: int = 2,
+    shots: int = 0,
+    pool: Sequence[Example] = (),
     progress: ProgressFn | None = None,
 ) -> AugmentResult:
     """Ask the teacher for `per_wrong` new examples per wrong seed example; parse and validate them.
 
     A wrong example whose samples all fail validation is asked again (new sampling seed) up to
-    `max_retries` times. All requests of one round go to the teacher in one batch.
+    `max_retries` times. All requests of one round go to the teacher in one batch. With `shots` > 0 the
+    prompt lists that many examples from `pool` (the seed set) like the wrong one (see Task.shots_prompt).
     """
     result = AugmentResult()
     pending = list(wrong)
@@ -66,8 +85,9 @@ def augment(
             break
         prompts, requests = [], []
         for w in pending:
-            tp = task.teacher_prompt(w.example, w.prediction)
-            sampling = task.teacher_sampling(request_seed(run_seed, iteration, w.example.id, attempt))
+            rseed = request_seed(run_seed, iteration, w.example.id, attempt)
+            tp = build_prompt(task, w, pool, shots, rseed)
+            sampling = task.teacher_sampling(rseed)
             if teacher.prefers_completion:
                 req = GenerationRequest(sampling=sampling, prompt=tp.prompt, n=per_wrong)
             else:
@@ -90,7 +110,7 @@ def augment(
                 result.cached += int(comp.cached)
                 result.seconds += comp.seconds
                 # The completion continues `prefix` (e.g. "New question: "); chat replies restate it.
-                data, reason = task.parse_teacher(comp.text, w.example, tp.prefix)
+                data, reason = task.parse_teacher(comp.text, w.example, tp.prefix, tp.template)
                 if data is None:
                     result.rejected.append({"seed_id": w.example.id, "iteration": iteration,
                                             "attempt": attempt, "sample": k, "reason": reason,
@@ -109,4 +129,73 @@ def augment(
         pending = still_pending
     if progress:
         progress(total, total, {"accepted": len(result.accepted), "rejected": len(result.rejected)})
+    return result
+
+
+@dataclass
+class VerifyResult:
+    accepted: list[Example] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False  # the task's kind has no discrete answer to check (math)
+
+
+def verify_shots(task: Task, pool: Sequence[Example], per_label: int, seed: int) -> list[Example]:
+    """Few-shot examples for the verifier: `per_label` seed examples of every label, shuffled."""
+    rng = random.Random(seed)
+    if task.kind.name != "classification":
+        return rng.sample(list(pool), min(len(pool), per_label * 2))
+    picked: list[Example] = []
+    for label in task.labels:
+        same = [e for e in pool if task.label_of(e) == label]
+        picked += rng.sample(same, min(per_label, len(same)))
+    rng.shuffle(picked)
+    return picked
+
+
+def verify_with_teacher(
+    task: Task,
+    teacher: Teacher,
+    candidates: Sequence[Example],
+    pool: Sequence[Example],
+    *,
+    run_seed: int = 0,
+    iteration: int = 0,
+    per_label: int = 2,
+    progress: ProgressFn | None = None,
+) -> VerifyResult:
+    """Keep a candidate only if the teacher, asked few-shot in the student's format, gives its label.
+
+    The generator and the verifier see different contexts (a list of one label vs. examples of every
+    label), so a question written under the wrong label is usually caught: the teacher answers with the
+    label the question really asks for.
+    """
+    result = VerifyResult()
+    if not candidates:
+        return result
+    probe = task.verify_prompt(candidates[0], [])
+    if probe is None:
+        return VerifyResult(accepted=list(candidates), skipped=True)
+    requests, prompts = [], []
+    for c in candidates:
+        shots = verify_shots(task, [e for e in pool if e.id != c.meta.get("seed_id")], per_label,
+                             request_seed(run_seed, iteration, c.id, 0))
+        prompt = task.verify_prompt(c, shots) or ""
+        prompts.append(prompt)
+        if teacher.prefers_completion:
+            requests.append(GenerationRequest(sampling=task.verify_sampling(), prompt=prompt))
+        else:
+            requests.append(GenerationRequest(sampling=task.verify_sampling(), messages=(
+                ("system", "Continue the last block with its answer only, as in the blocks before it."),
+                ("user", prompt))))
+    outputs = teacher.generate(requests, progress=progress)
+    for c, comps in zip(candidates, outputs, strict=True):
+        text = comps[0].text if comps else ""
+        pred = task.kind.prediction_from_text(c.data, task.labels, text)
+        if task.kind.is_correct(c.data, pred):
+            result.accepted.append(c)
+        else:
+            result.rejected.append({"seed_id": c.meta.get("seed_id"), "iteration": iteration, "id": c.id,
+                                    "reason": f"verify: teacher answered {task.readable(pred)!r}, "
+                                              f"not {task.readable(task.kind.gold(c.data))!r}",
+                                    "verifier_output": text[:200], "example": c.to_json()})
     return result

@@ -43,7 +43,12 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 @click.option("--teacher", help="Teacher model card (name or path) [gemma3-270m].")
 @click.option("--teacher-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--teacher-model", help="Model name on that server.")
-@click.option("--per-wrong", type=int, help="New examples per wrong seed example [1].")
+@click.option("--recipe", type=click.Choice(["localaug", "paper"]),
+              help="localaug: list prompt + teacher verification + held-out model choice; paper: as published.")
+@click.option("--shots", type=int, help="Seed examples in the teacher's list prompt (0: the paper's prompt).")
+@click.option("--verify", type=click.Choice(["none", "teacher"]), help="Check each new example's label.")
+@click.option("--holdout", type=float, help="Fraction of seeds held out to choose the final model (0: none).")
+@click.option("--per-wrong", type=int, help="New examples per wrong seed example [localaug 3, paper 1].")
 @click.option("--epochs", type=int, help="Student training epochs (overrides the model card).")
 @click.option("--test-size", type=int, help="Evaluate on the first N test rows only.")
 @click.option("--eval-mode", type=click.Choice(["score", "generate"]), help="How the student is judged.")
@@ -83,6 +88,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
         for k, v in [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
                      ("seed set", f"{seed_n} rows (seed {cfg.seed})"), ("test set", f"{test_n} rows"),
                      ("iterations", str(cfg.iterations)), ("per wrong example", str(cfg.per_wrong)),
+                     ("recipe", f"{cfg.recipe} (shots {cfg.shots}, verify {cfg.verify}, holdout {cfg.holdout})"),
                      ("student", cfg.student), ("teacher", cfg.teacher_url or cfg.teacher),
                      ("eval", task.eval_mode(cfg.eval_mode)), ("run dir", str(out)),
                      ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]:
@@ -110,7 +116,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
             store.manifest["models"]["teacher"] = loop._teacher.identity
             store.save_manifest()
         path = write_report(store)
-        console.print(verdict(result.iterations))
+        console.print(verdict(result.iterations, result.final))
         if result.stopped_early:
             console.print(f"Stopped early: {result.stopped_early}.")
         console.print(f"Report: {path}  Plot: {out / 'accuracy.png'}")
@@ -129,7 +135,7 @@ def report(run_dir: str) -> None:
     rows = iteration_rows(store)
     console = Console()
     console.print(iteration_table(rows))
-    console.print(verdict(rows))
+    console.print(verdict(rows, store.manifest.get("final")))
     console.print(f"Report: {path}")
 
 
@@ -144,7 +150,8 @@ def runs(runs_dir: str) -> None:
     for d in sorted(p for p in root.glob("*") if (p / "manifest.json").exists()) if root.exists() else []:
         store = RunStore.open_existing(d)
         its = [store.manifest["iterations"][k] for k in sorted(store.manifest.get("iterations", {}))]
-        acc = f"{its[0]['test_accuracy']:.1%} -> {its[-1]['test_accuracy']:.1%}" if its else "-"
+        final = store.manifest.get("final") or its[-1] if its else None
+        acc = f"{its[0]['test_accuracy']:.1%} -> {final['test_accuracy']:.1%}" if its and final else "-"
         cfg = build_config(d / CONFIG) if (d / CONFIG).exists() else RunConfig()
         state = "finished" if store.manifest.get("finished") else "unfinished (resume with --resume)"
         table.add_row(d.name, cfg.task, store.manifest.get("created", "?"), str(len(its)), acc, state)

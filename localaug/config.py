@@ -13,6 +13,15 @@ import yaml
 from .data import load_yaml
 from .errors import UserError
 
+# What each recipe sets when the user leaves the field open (measured in docs/RESULTS.md).
+RECIPES: dict[str, dict[str, Any]] = {
+    # The paper's loop: its prompt, one new example per wrong seed, every teacher example kept.
+    "paper": {"shots": 0, "verify": "none", "holdout": 0.0, "low_margin": 0.0},
+    # For small local teachers: a same-label list prompt, teacher verification, 3 tries per wrong seed,
+    # and a quarter of the seed set held out to decide whether augmentation is kept at all.
+    "localaug": {"shots": 4, "verify": "teacher", "holdout": 0.25, "per_wrong": 3, "low_margin": 0.0},
+}
+
 
 @dataclass
 class RunConfig:
@@ -23,6 +32,11 @@ class RunConfig:
     seed: int = 0  # seed sampling, training, teacher sampling: one number makes a run reproducible
     train_seed: int | None = None  # a separate training seed (LoRA init, batch order); None: `seed`
     target: str = "wrong"  # wrong: the paper's loop; random: untargeted control (same count, random seeds)
+    recipe: str = "localaug"  # localaug: the small-model recipe below; paper: the paper's loop as published
+    shots: int | None = None  # teacher prompt: 0 = the paper's; k = list of k seed examples of the same label
+    verify: str | None = None  # none | teacher: the teacher must give a new example's label before it is kept
+    holdout: float | None = None  # fraction of the seed set held out to pick the final model (0: none)
+    low_margin: float | None = None  # target at least this fraction of seeds: wrong + least-sure right ones
     iterations: int | None = None  # number of students trained (iteration 0 = plain fine-tuning)
     per_wrong: int | None = None  # new examples asked per wrong seed example (paper: 1)
     max_retries: int = 2  # extra teacher attempts for a wrong example that yielded nothing valid
@@ -45,6 +59,10 @@ class RunConfig:
             c.seed_size = int(card_defaults.get("seed_size", 50))
         if c.iterations is None:
             c.iterations = int(card_defaults.get("iterations", 3))
+        preset = RECIPES.get(c.recipe, {})
+        for name, value in preset.items():
+            if getattr(c, name) is None:
+                setattr(c, name, value)
         if c.per_wrong is None:
             c.per_wrong = int(card_defaults.get("per_wrong", 1))
         if c.test_size is None and card_defaults.get("test_size") is not None:
@@ -72,6 +90,16 @@ class RunConfig:
             raise bad("per_wrong", f"must be >= 1, got {self.per_wrong}")
         if self.max_retries < 0:
             raise bad("max_retries", f"must be >= 0, got {self.max_retries}")
+        if self.recipe not in RECIPES:
+            raise bad("recipe", f"must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if self.shots is not None and (not isinstance(self.shots, int) or self.shots < 0):
+            raise bad("shots", f"must be an integer >= 0, got {self.shots!r}")
+        if self.verify not in (None, "none", "teacher"):
+            raise bad("verify", f"must be 'none' or 'teacher', got {self.verify!r}")
+        if self.holdout is not None and not (isinstance(self.holdout, int | float) and 0 <= self.holdout < 1):
+            raise bad("holdout", f"must be a fraction in [0, 1), got {self.holdout!r}")
+        if self.low_margin is not None and not (isinstance(self.low_margin, int | float) and 0 <= self.low_margin <= 1):
+            raise bad("low_margin", f"must be a fraction in [0, 1], got {self.low_margin!r}")
         if self.target not in ("wrong", "random"):
             raise bad("target", f"must be 'wrong' or 'random', got {self.target!r}")
         if self.eval_mode not in (None, "score", "generate"):
@@ -117,7 +145,7 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
         cfg = RunConfig(**values)
     except TypeError as e:
         raise UserError(str(e), file=file) from None
-    for name in ("seed_size", "iterations", "per_wrong", "max_retries", "seed", "test_size", "train_seed"):
+    for name in ("seed_size", "iterations", "per_wrong", "max_retries", "seed", "test_size", "train_seed", "shots"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
             raise UserError(f"must be an integer, got {v!r}", file=file, field=name)

@@ -11,7 +11,12 @@ from .report import iteration_table
 
 STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
                "eval_test": "evaluating on test set", "augment": "teacher writing examples",
-               "dedup": "dedup + contamination guard"}
+               "dedup": "dedup + contamination guard", "eval_holdout": "evaluating on held-out seeds",
+               "verify": "teacher checking labels"}
+
+
+def _where(iteration: int, total: int) -> str:
+    return "final model" if iteration < 0 else f"iter {iteration + 1}/{total}"
 
 
 class RichObserver:
@@ -36,7 +41,7 @@ class RichObserver:
     def stage_start(self, iteration: int, stage: str, total: int) -> None:
         if self._task_id is not None:
             self._bar.remove_task(self._task_id)
-        desc = f"iter {iteration + 1}/{self.iterations} · {STAGE_WORDS.get(stage, stage)}"
+        desc = f"{_where(iteration, self.iterations)} · {STAGE_WORDS.get(stage, stage)}"
         self._task_id = self._bar.add_task(desc, total=max(total, 1), info="")
 
     def progress(self, done: int, total: int, info: dict[str, Any]) -> None:
@@ -56,10 +61,15 @@ class RichObserver:
         if "accepted" in summary:
             bits.append(f"accepted {summary['accepted']}, duplicate {summary.get('duplicate', 0)}, "
                         f"contaminated {summary.get('contaminated', 0)}")
+        if "verified" in summary:
+            bits.append(f"{summary['verified']} of {summary.get('candidates', 0)} confirmed "
+                        f"by {summary.get('verifier')}")
+        if "kept_iteration" in summary:
+            bits.append(f"kept the data of iteration {summary['kept_iteration']} ({summary.get('added', 0)} examples)")
         if "parsed" in summary:
             bits.append(f"{summary['parsed']} parsed of {summary.get('completions', 0)} "
                         f"({summary.get('cached', 0)} from cache)")
-        self.console.log(f"iter {iteration + 1}/{self.iterations} {STAGE_WORDS.get(stage, stage)}: "
+        self.console.log(f"{_where(iteration, self.iterations)} {STAGE_WORDS.get(stage, stage)}: "
                          + ", ".join(bits))
 
     def iteration_end(self, iteration: int, row: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ COLUMNS = [
     ("seed_accuracy", "seed acc", "{:.1%}"),
     ("wrong", "wrong", "{}"),
     ("new_examples", "new", "{}"),
+    ("holdout_accuracy", "held-out acc", "{:.1%}"),
     ("test_accuracy", "test acc", "{:.1%}"),
     ("seconds", "time (s)", "{:.0f}"),
 ]
@@ -39,10 +40,29 @@ def iteration_table(rows: list[dict[str, Any]], title: str = "LLM2LLM iterations
     return table
 
 
-def verdict(rows: list[dict[str, Any]]) -> str:
+def final_verdict(rows: list[dict[str, Any]], final: dict[str, Any]) -> str:
+    """For runs that held seeds out: which model was kept, and why."""
+    held = final.get("holdout_accuracy") or []
+    scores = ", ".join(f"iteration {i}: {a:.1%}" for i, a in enumerate(held))
+    k = final["kept_iteration"]
+    if k == 0:
+        choice = ("No augmented student beat plain fine-tuning on the held-out seeds, so the teacher's data "
+                  "was NOT used: the final model is plain fine-tuning on all seed examples")
+    else:
+        choice = (f"The student of iteration {k} beat plain fine-tuning on the held-out seeds, so its "
+                  f"{final['added']} teacher examples were kept: the final model is trained on all seed "
+                  "examples plus those")
+    return (f"Held-out seed accuracy ({scores}). {choice} (final/adapter). Its test accuracy is "
+            f"{final['test_accuracy']:.1%}. Iteration rows below are students trained without the held-out "
+            "seeds. One run is one sample: compare over several seeds (bench/quality.py).")
+
+
+def verdict(rows: list[dict[str, Any]], final: dict[str, Any] | None = None) -> str:
     """One honest sentence: did augmentation beat plain fine-tuning (iteration 0) on the test set?"""
     if not rows:
         return "No iteration has finished yet."
+    if final:
+        return final_verdict(rows, final)
     base = rows[0]["test_accuracy"]
     if len(rows) == 1:
         return f"Only plain fine-tuning ran (test accuracy {base:.1%}); no augmented student to compare."
@@ -61,7 +81,7 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return text
 
 
-def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_accuracy(rows: list[dict[str, Any]], path: Path, final: dict[str, Any] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on these machines
@@ -74,6 +94,9 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
     if rows:
         ax.axhline(rows[0]["test_accuracy"] * 100, color="grey", linestyle="--",
                    label="plain fine-tuning (iteration 0)")
+    if final:
+        ax.scatter([xs[-1]], [final["test_accuracy"] * 100], marker="*", s=120, color="tab:red", zorder=3,
+                   label=f"final model (data of iteration {final['kept_iteration']}, all seeds)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("accuracy (%)")
     ax.set_xticks(xs)
@@ -91,7 +114,8 @@ def write_report(store: RunStore) -> Path:
     rows = iteration_rows(store)
     m = store.manifest
     config = (store.root / "config.yaml").read_text(encoding="utf-8") if (store.root / "config.yaml").exists() else ""
-    lines = ["# localaug run report", "", f"Run directory: `{store.root}`", "", "## Result", "", verdict(rows), ""]
+    lines = ["# localaug run report", "", f"Run directory: `{store.root}`", "", "## Result", "",
+             verdict(rows, m.get("final")), ""]
     if m.get("stopped_early"):
         lines += [f"Stopped early: {m['stopped_early']}.", ""]
     lines += ["## Iterations", "", "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
@@ -101,14 +125,17 @@ def write_report(store: RunStore) -> Path:
     lines += [""]
     aug = [(k, v) for k, v in sorted(m.get("stages", {}).items()) if k.endswith("/augment")]
     if aug:
-        lines += ["## Teacher", "", "| stage | wrong | completions | parsed | parse failures | cached |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["## Teacher", "",
+                  "| stage | targets | completions | parsed | parse failures | verified | cached |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        stages = m.get("stages", {})
         for k, v in aug:
+            ver = stages.get(k.replace("/augment", "/verify"), {})
             lines.append(f"| {k} | {v.get('wrong')} | {v.get('completions')} | {v.get('parsed')} | "
-                         f"{v.get('parse_failure_rate', 0):.0%} | {v.get('cached')} |")
+                         f"{v.get('parse_failure_rate', 0):.0%} | {ver.get('verified', '-')} | {v.get('cached')} |")
         lines += [""]
     if rows:
-        plot_accuracy(rows, store.root / "accuracy.png")
+        plot_accuracy(rows, store.root / "accuracy.png", m.get("final"))
         lines += ["![test accuracy per iteration](accuracy.png)", ""]
     lines += ["## Config", "", "```yaml", config.rstrip(), "```", "", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in sorted(m.get("versions", {}).items())]

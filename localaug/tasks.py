@@ -26,7 +26,8 @@ BUILTIN_PREFIX = "@builtin/"
 _TOP_KEYS = {"name", "kind", "description", "data", "labels", "student", "teacher", "defaults"}
 _DATA_KEYS = {"dir", "splits", "fields", "id_field"}
 _STUDENT_KEYS = {"prompt", "answer", "max_new_tokens", "stop"}
-_TEACHER_KEYS = {"instruction", "original", "new", "example", "stop", "max_tokens", "temperature", "top_p"}
+_TEACHER_KEYS = {"instruction", "original", "new", "example", "stop", "max_tokens", "temperature", "top_p",
+                 "shot", "shots_header"}
 _DEFAULT_KEYS = {"seed_size", "iterations", "per_wrong", "test_size", "eval_mode", "student_settings"}
 
 
@@ -53,6 +54,7 @@ class TeacherPrompt:
     messages: tuple[tuple[str, str], ...]  # the same, as chat turns, for instruction models
     prefix: str  # the literal text the completion continues (prepended before parsing)
     prompt_hash: str
+    template: str = "new"  # which card template the answer follows: "new" (paper prompt) or "shot"
 
 
 def _norm(text: str) -> str:
@@ -92,7 +94,8 @@ class Task:
         if "splits" not in self.data or "train" not in self.data["splits"]:
             raise UserError("data.splits needs at least a 'train' file", file=path, field="data.splits")
         self._data_dir = data_dir
-        self._new_re = self._compile_new_template()
+        self._new_re = self._compile_template(str(self.teacher["new"]))
+        self._shot_re = self._compile_template(self.shot_template())
 
     # ------------------------------------------------------------------ data
 
@@ -190,11 +193,29 @@ class Task:
     def readable(self, prediction: str | None) -> str:
         return self.kind.readable(prediction, self.labels)
 
+    def margin(self, ex: Example, result: EvalResult) -> dict[str, Any]:
+        """{"margin": gold log-likelihood minus the best other choice's, "runner_up": that choice}, when
+        the answer was scored; {} for generated answers."""
+        if not result.scores or len(result.scores) < 2:
+            return {}
+        gold = self.kind.gold(ex.data)
+        n = len(result.scores)
+        preds = [self.kind.prediction_from_choice(ex.data, self.labels, k) for k in range(n)]
+        if gold not in preds:
+            return {}
+        g = preds.index(gold)
+        other = max((k for k in range(n) if k != g), key=lambda k: result.scores[k])  # type: ignore[index]
+        return {"margin": round(result.scores[g] - result.scores[other], 4), "runner_up": preds[other]}
+
     # ------------------------------------------------------------------ teacher
 
-    def _compile_new_template(self) -> re.Pattern[str]:
-        """The card's `new` template read backwards: each {field} becomes a lazy capture group."""
-        template = str(self.teacher["new"])
+    def shot_template(self) -> str:
+        """How one example is written in a shots prompt (`teacher.shot`; default: the `new` template)."""
+        return str(self.teacher.get("shot") or self.teacher["new"])
+
+    @staticmethod
+    def _compile_template(template: str) -> re.Pattern[str]:
+        """A card template read backwards: each {field} becomes a lazy capture group."""
         parts = []
         for literal, name, _, _ in string.Formatter().parse(template):
             parts.append(re.escape(literal).replace("\\\n", r"\s*\n\s*").replace("\\ ", r"\s*"))
@@ -240,14 +261,57 @@ class Task:
         digest = hashlib.sha256(json.dumps([prompt, messages]).encode()).hexdigest()[:16]
         return TeacherPrompt(prompt=prompt, messages=messages, prefix=prefix, prompt_hash=digest)
 
+    def shots_prompt(self, seed_ex: Example, shots: list[Example]) -> TeacherPrompt:
+        """A class-conditional list prompt: other seed examples like `seed_ex` (same label), it last.
+
+        Why: the paper's prompt (instruction + one worked example) is written for an instruction model.
+        A small base model copies the worked example's *form* (a NUM "How many..." question under every
+        label) and ignores the label; continuing a list of same-label examples keeps it on the label.
+        """
+        tpl = self.shot_template()
+        header_tpl = str(self.teacher.get("shots_header") or "")
+        header = header_tpl.format(**self._fields(seed_ex)).strip() if header_tpl else ""
+        sep = "\n\n" if "\n" in tpl.strip() else "\n"
+        blocks = [tpl.format(**self._fields(e)).strip("\n") for e in [*shots, seed_ex]]
+        first_field = next(iter(_template_fields(tpl)), None)
+        prefix = tpl.split("{" + first_field + "}")[0] if first_field else tpl
+        prompt = (f"{header}\n\n" if header else "") + sep.join(blocks) + sep + prefix.rstrip(" ")
+        instruction = header or str(self.teacher["instruction"]).strip()
+        messages = (("system", instruction),
+                    ("user", sep.join(blocks) + "\n\nWrite one more, different example in exactly this format."))
+        digest = hashlib.sha256(json.dumps([prompt, messages]).encode()).hexdigest()[:16]
+        return TeacherPrompt(prompt=prompt, messages=messages, prefix=prefix, prompt_hash=digest,
+                             template="shot")
+
+    def verify_prompt(self, candidate: Example, shots: list[Example]) -> str | None:
+        """A few-shot prompt in the student's own format that asks the teacher to answer `candidate`.
+
+        None for kinds without a discrete answer to compare (math: the arithmetic check is its verifier).
+        """
+        if not self.kind.scored:
+            return None
+        parts = []
+        for e in shots:
+            item = self.train_item(e)
+            parts.append(item.prompt + item.completion)
+        parts.append(self.train_item(candidate).prompt)
+        return "\n\n".join(parts)
+
+    def verify_sampling(self) -> Sampling:
+        # Greedy and short: one answer per candidate, deterministic, so the cache serves reruns.
+        longest = max((len(w.split()) for w in self.labels.values()), default=4)
+        return Sampling(temperature=0.0, top_p=1.0, max_tokens=max(8, 3 * longest + 4), seed=0,
+                        stop=("\n",))
+
     def parse_teacher(
-        self, text: str, seed_ex: Example, prefix: str = ""
+        self, text: str, seed_ex: Example, prefix: str = "", template: str = "new"
     ) -> tuple[dict[str, Any] | None, str]:
         """A new row from the teacher's text (the completion after `prefix`), or (None, reason)."""
         if not isinstance(text, str) or not text.strip():
             return None, "parse: empty output"
         body = text if text.lstrip().startswith(prefix.strip()) and prefix.strip() else prefix + text
-        m = self._new_re.match(body.strip() + "\n") or self._new_re.match(body.strip())
+        pattern = self._shot_re if template == "shot" else self._new_re
+        m = pattern.match(body.strip() + "\n") or pattern.match(body.strip())
         if not m:
             return None, "parse: output does not follow the card's 'new' format"
         parsed = {k: v.strip() for k, v in m.groupdict().items()}

@@ -95,8 +95,19 @@ class FakeTeacher:
     def _one(self, req: GenerationRequest, i: int) -> Completion:
         seed = req.sampling.seed + i
         prompt = req.prompt or req.messages[-1][1]  # type: ignore[index]
-        # The seed example's text is the last "Request:"/"Question:"-style line of the prompt.
-        last = [ln for ln in prompt.splitlines() if ln.startswith(("Request:", "Question:"))][-1]
+        lines = prompt.splitlines()
+        if lines[-1].rstrip().endswith(("Topic:", "Answer type:")):
+            # A verification prompt in the student's format: answer with the label of the shot that shares
+            # the most words with the candidate (a nearest-neighbour guess, right for most demo rows).
+            key = lines[-1].split(":", 1)[0] + ":"
+            cand = set(lines[-2].lower().split()[1:])
+            shots = [(set(lines[k - 1].lower().split()[1:]), lines[k].split(":", 1)[1].strip())
+                     for k in range(1, len(lines) - 1) if lines[k].startswith(key)]
+            best = max(shots, key=lambda s: (len(s[0] & cand) / (len(s[0] | cand) or 1), s[1]))
+            self.calls += 1
+            return Completion(text=" " + best[1], completion_tokens=1)
+        # The seed example's text is the last non-empty "Request:"/"Question:"-style line of the prompt.
+        last = [ln for ln in lines if ln.startswith(("Request:", "Question:")) and ln.split(":", 1)[1].strip()][-1]
         text = last.split(":", 1)[1].strip()
         h = int(hashlib.sha256(f"{text}/{seed}".encode()).hexdigest(), 16)
         if h % 5 == 0:

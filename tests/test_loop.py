@@ -18,6 +18,7 @@ from tests.fakes import FakeStudent, FakeTeacher
 
 def _run(tmp_path: Path, name: str = "run", **cfg_over) -> tuple[Loop, FakeTeacher, FakeStudent]:
     task = load_task("demo")
+    cfg_over.setdefault("recipe", "paper")  # these tests pin the paper's algorithm; test_recipe.py the rest
     cfg = RunConfig(task="demo", seed_size=18, iterations=3, seed=1, **cfg_over).resolve(task.defaults)
     store = RunStore.open_for_run(tmp_path / name, cfg)
     teacher, student = FakeTeacher(), FakeStudent()
@@ -86,7 +87,7 @@ def test_contaminated_candidates_are_rejected(tmp_path: Path) -> None:
                 comps[0].text = test_text.upper() + " !"  # case/punctuation changed only
             return out
 
-    cfg = RunConfig(task="demo", seed_size=18, iterations=2, seed=3).resolve(task.defaults)
+    cfg = RunConfig(task="demo", seed_size=18, iterations=2, seed=3, recipe="paper").resolve(task.defaults)
     store = RunStore.open_for_run(tmp_path / "run", cfg)
     loop = Loop(task, cfg, store, FakeStudent(), lambda: CopyTestTeacher())
     loop.run()

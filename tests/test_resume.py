@@ -24,7 +24,8 @@ def _run(tmp: Path, name: str, failpoint: str | None = None) -> subprocess.Compl
     if failpoint:
         env["LOCALAUG_FAILPOINT"] = failpoint
     cmd = [sys.executable, "-m", "localaug.cli", "run", "--task", "demo", "--seed-size", "18", "--iterations", "3",
-           "--seed", "5", "--student", "tests.fakes:FakeStudent", "--teacher", "tests.fakes:FakeTeacher",
+           "--seed", "5", "--per-wrong", "1", "--verify", "none",
+           "--student", "tests.fakes:FakeStudent", "--teacher", "tests.fakes:FakeTeacher",
            "--cache", str(tmp / f"{name}.sqlite"), "--out", str(tmp / name)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -43,7 +44,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return tmp / "ref", _calls(tmp, "ref")
 
 
-@pytest.mark.parametrize("failpoint", ["train:1", "augment:0", "augment:1", "dedup:0", "dedup:1"])
+@pytest.mark.parametrize("failpoint", ["train:1", "augment:0", "augment:1", "dedup:0", "dedup:1", "train:final"])
 def test_killed_run_resumes_to_identical_data(tmp_path: Path, reference: tuple[Path, int], failpoint: str) -> None:
     ref_dir, ref_calls = reference
     assert ref_calls > 0

@@ -1,0 +1,207 @@
+"""The localaug recipe: list prompt, teacher verification, held-out seeds and the final model choice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from localaug.augment import WrongExample, augment, verify_with_teacher
+from localaug.cache import CachedTeacher, GenerationCache
+from localaug.config import RunConfig
+from localaug.errors import UserError
+from localaug.loop import Loop, select_iteration
+from localaug.protocols import Completion, GenerationRequest
+from localaug.store import RunStore
+from localaug.tasks import Example, load_task
+from tests.fakes import FakeStudent, FakeTeacher
+
+
+class ScriptedTeacher:
+    """Answers each request with a function of its prompt (the tests decide what a teacher says)."""
+
+    prefers_completion = True
+    identity = "scripted"
+
+    def __init__(self, answer) -> None:  # noqa: ANN001
+        self.answer = answer
+        self.prompts: list[str] = []
+
+    def generate(self, requests: Sequence[GenerationRequest], progress=None) -> list[list[Completion]]:  # noqa: ANN001
+        out = []
+        for r in requests:
+            self.prompts.append(r.prompt or "")
+            out.append([Completion(text=self.answer(r.prompt or "")) for _ in range(r.n)])
+        return out
+
+
+def _trec_seed(data_dir: Path) -> list[Example]:
+    return load_task("trec", data_dir).load_split("train")[:300]
+
+
+def test_shots_prompt_lists_same_label_seed_examples_with_the_wrong_one_last(data_dir: Path) -> None:
+    task = load_task("trec", data_dir)
+    pool = _trec_seed(data_dir)
+    wrong = next(e for e in pool if e.data["label"] == "LOC")
+    teacher = ScriptedTeacher(lambda p: " Where is the tallest lighthouse in Norway ?")
+    res = augment(task, teacher, [WrongExample(wrong, "HUM")], iteration=0, per_wrong=2, shots=4, pool=pool)
+    prompt = teacher.prompts[0]
+    assert prompt.startswith("Questions whose answer type is location:")
+    lines = prompt.splitlines()
+    assert lines[-1] == "Question:" and lines[-2] == f"Question: {wrong.data['text']}"
+    listed = [ln[len("Question: "):] for ln in lines[2:-2]]
+    by_text = {e.data["text"]: e for e in pool}
+    assert len(listed) == 4 and all(by_text[t].data["label"] == "LOC" for t in listed)
+    new = {"text": "Where is the tallest lighthouse in Norway ?", "label": "LOC"}
+    assert [e.data for e in res.accepted] == [new, new]
+    # The paper's prompt is still there with shots=0.
+    teacher0 = ScriptedTeacher(lambda p: " Where is Oslo ?")
+    augment(task, teacher0, [WrongExample(wrong, "HUM")], iteration=0, shots=0, pool=pool)
+    assert "Student's wrong answer type: human" in teacher0.prompts[0]
+
+
+def test_verifier_keeps_only_candidates_the_teacher_labels_as_intended(data_dir: Path) -> None:
+    task = load_task("trec", data_dir)
+    pool = _trec_seed(data_dir)
+    cands = [Example("c1", {"text": "How many moons does Mars have ?", "label": "NUM"}, {"seed_id": "x"}),
+             Example("c2", {"text": "How many legs does a spider have ?", "label": "LOC"}, {"seed_id": "y"})]
+    teacher = ScriptedTeacher(lambda p: " number")  # a verifier that answers "number" to everything
+    res = verify_with_teacher(task, teacher, cands, pool)
+    assert [c.id for c in res.accepted] == ["c1"]
+    assert res.rejected[0]["id"] == "c2" and "teacher answered 'number', not 'location'" in res.rejected[0]["reason"]
+    # The verifier sees seed examples of every label in the student's format, then the candidate.
+    p = teacher.prompts[1]
+    assert p.endswith("Question: How many legs does a spider have ?\nAnswer type:")
+    assert {w for w in task.labels.values() if f"Answer type: {w}\n" in p} == set(task.labels.values())
+
+
+def test_math_candidates_skip_verification(data_dir: Path) -> None:
+    task = load_task("gsm8k", data_dir)
+    c = Example("c", {"question": "Ann has 2 pens and buys 3. How many?", "answer": "2+3 = <<2+3=5>>5\n#### 5"})
+    res = verify_with_teacher(task, ScriptedTeacher(lambda p: "x"), [c], [])
+    assert res.skipped and res.accepted == [c]
+
+
+def test_select_iteration_prefers_plain_fine_tuning_unless_beaten() -> None:
+    assert select_iteration([10]) == 0
+    assert select_iteration([10, 10, 9]) == 0  # a tie is no evidence for the teacher's data
+    assert select_iteration([10, 11, 11]) == 1  # the earliest of the best
+    assert select_iteration([10, 9, 12]) == 2
+
+
+def test_recipes_fill_only_what_the_user_left_open() -> None:
+    card = {"per_wrong": 1}
+    d = RunConfig().resolve(card)
+    assert (d.recipe, d.shots, d.verify, d.holdout, d.per_wrong) == ("localaug", 4, "teacher", 0.25, 3)
+    p = RunConfig(recipe="paper").resolve(card)
+    assert (p.shots, p.verify, p.holdout, p.per_wrong) == (0, "none", 0.0, 1)
+    mixed = RunConfig(recipe="paper", verify="teacher", per_wrong=2).resolve(card)
+    assert (mixed.verify, mixed.per_wrong, mixed.shots) == ("teacher", 2, 0)
+    with pytest.raises(UserError, match="recipe"):
+        RunConfig(recipe="fast").resolve(card)
+    with pytest.raises(UserError, match="holdout"):
+        RunConfig(holdout=1.5).resolve(card)
+
+
+def _run_demo(tmp_path: Path, teacher: object, **over: object) -> Loop:
+    task = load_task("demo")
+    over = {"iterations": 3, **over}
+    cfg = RunConfig(task="demo", seed_size=18, seed=5, per_wrong=1, **over).resolve(task.defaults)
+    store = RunStore.open_for_run(tmp_path / "run", cfg)
+    cached = CachedTeacher(teacher, GenerationCache(tmp_path / "cache.sqlite"))  # type: ignore[arg-type]
+    loop = Loop(task, cfg, store, FakeStudent(), lambda: cached)
+    loop.run()
+    store.unlock()
+    return loop
+
+
+def test_held_out_seeds_never_reach_training_or_the_teacher(tmp_path: Path) -> None:
+    loop = _run_demo(tmp_path, FakeTeacher(), verify="none")
+    root, m = loop.store.root, loop.store.manifest
+    seed = loop.store.read_jsonl("seed.jsonl")
+    held = {r["id"] for r in loop.store.read_jsonl("holdout.jsonl")}
+    assert len(held) == round(0.25 * len(seed)) and m["stages"]["prepare"]["holdout_size"] == len(held)
+    for d in sorted(root.glob("iter_*")):
+        train_ids = {r["id"] for r in loop.store.read_jsonl(f"{d.name}/train.jsonl")}
+        assert not train_ids & held
+        if (d / "candidates.jsonl").exists():
+            asked = {r["meta"]["seed_id"] for r in loop.store.read_jsonl(f"{d.name}/candidates.jsonl")}
+            asked |= {r["seed_id"] for r in loop.store.read_jsonl(f"{d.name}/rejected_parse.jsonl")}
+            assert asked and not asked & held
+        held_eval = loop.store.read_jsonl(f"{d.name}/eval_holdout.jsonl")
+        assert {r["id"] for r in held_eval} == held
+    # The final model is trained on every seed example plus the data of the iteration that was kept.
+    final = m["final"]
+    kept = final["kept_iteration"]
+    assert kept == select_iteration([r["holdout_correct"] for r in m["iterations"].values()])
+    final_train = loop.store.read_jsonl("final/train.jsonl")
+    added = [r for r in loop.store.read_jsonl(f"iter_{kept:02d}/train.jsonl") if r["meta"]["origin"] != "seed"]
+    assert final_train == seed + added
+    assert (root / "final" / "adapter").exists()
+    assert final["test_accuracy"] == m["stages"]["final/eval_test"]["accuracy"]
+    report = (root / "report.md").read_text() if (root / "report.md").exists() else ""
+    assert report == ""  # the loop itself writes no report; the CLI does (tests/test_cli.py)
+
+
+def test_teacher_copies_of_held_out_seeds_are_rejected_as_contamination(tmp_path: Path) -> None:
+    task = load_task("demo")
+    cfg = RunConfig(task="demo", seed_size=18, seed=5).resolve(task.defaults)
+    probe = RunStore.open_for_run(tmp_path / "probe", cfg)
+    Loop(task, cfg, probe, FakeStudent(), FakeTeacher).prepare()
+    held_text = probe.read_jsonl("holdout.jsonl")[0]["text"]
+    probe.unlock()
+    loop = _run_demo(tmp_path, ScriptedTeacher(lambda p: " " + held_text.upper()), verify="none", iterations=2)
+    rejected = loop.store.read_jsonl("iter_00/rejected.jsonl")
+    assert rejected and all(r["reason"].startswith(("contaminated", "copy")) for r in rejected)
+    assert any(r["reason"].startswith("contaminated") for r in rejected)
+    assert loop.store.manifest["iterations"]["00"]["new_examples"] == 0
+
+
+def test_verify_stage_records_rejections_and_feeds_only_verified_examples_to_dedup(tmp_path: Path) -> None:
+    loop = _run_demo(tmp_path, FakeTeacher(), iterations=2)
+    st = loop.store
+    info = st.stage_info("iter_00/verify")
+    cands = st.read_jsonl("iter_00/candidates.jsonl")
+    verified = st.read_jsonl("iter_00/verified.jsonl")
+    rej = st.read_jsonl("iter_00/rejected_verify.jsonl")
+    assert info["verifier"] == "teacher" and info["verified"] == len(verified)
+    assert len(verified) + len(rej) == len(cands) and rej  # the fake verifier disagrees with some
+    assert {r["id"] for r in st.read_jsonl("iter_00/augment.jsonl")} <= {r["id"] for r in verified}
+    assert {r["id"] for r in rej} <= {r.get("id") for r in st.read_jsonl("iter_00/rejected.jsonl")}
+
+
+@pytest.mark.slow
+def test_real_teacher_verifier_raises_label_precision_on_hand_judged_trec(data_dir: Path) -> None:
+    """89 TREC questions the 270M teacher wrote, labels judged by hand (tests/data): the verifier's kept
+    subset must be more often correctly labelled than the whole set."""
+    task = load_task("trec", data_dir)
+    rows = [json.loads(x) for x in (Path(__file__).parent / "data/trec_teacher_judged.jsonl").read_text().splitlines()]
+    cands = [Example(f"j{i}", {"text": r["text"], "label": r["label"]}, {"seed_id": r["seed_id"]})
+             for i, r in enumerate(rows)]
+    from localaug.teacher import make_teacher
+
+    pool = task.load_split("train")[:400]
+    res = verify_with_teacher(task, make_teacher("gemma3-270m"), cands, pool)
+    ok = {f"j{i}": r["label_correct"] for i, r in enumerate(rows)}
+    before = sum(ok.values()) / len(ok)
+    after = sum(ok[c.id] for c in res.accepted) / max(1, len(res.accepted))
+    assert 5 <= len(res.accepted) < len(cands)
+    assert after > before + 0.15, (before, after, len(res.accepted))
+
+
+def test_low_margin_tops_up_the_targets_with_the_least_sure_right_answers(tmp_path: Path) -> None:
+    loop = _run_demo(tmp_path, FakeTeacher(), verify="none", low_margin=0.8, iterations=2)
+    st = loop.store
+    evals = st.read_jsonl("iter_00/eval_seed.jsonl")
+    assert all("margin" in r and "runner_up" in r for r in evals)  # scored answers carry their margin
+    want = -(-8 * len(evals) // 10)
+    wrong = [r for r in evals if not r["correct"]]
+    assert len(wrong) < want  # otherwise this test tests nothing
+    assert st.stage_info("iter_00/augment")["wrong"] == want
+    right = sorted((r for r in evals if r["correct"]), key=lambda r: (r["margin"], r["id"]))
+    expected = {r["id"] for r in wrong} | {r["id"] for r in right[: want - len(wrong)]}
+    asked = {r["meta"]["seed_id"] for r in st.read_jsonl("iter_00/candidates.jsonl")}
+    asked |= {r["seed_id"] for r in st.read_jsonl("iter_00/rejected_parse.jsonl")}
+    assert asked <= expected and len(asked) >= len(expected) // 2
