@@ -83,7 +83,8 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
         seed_n = cfg.seed_size or max(1, round((cfg.seed_fraction or 0) * len(pool)))
         test_n = min(len(test), cfg.test_size or len(test))
         epochs = int(cfg.student_settings.get("epochs", 6))
-        est = _estimate_seconds(seed_n, seed_n, test_n, int(cfg.iterations or 1), epochs)
+        # The held-out recipe trains one more student at the end (the final model, on all seeds).
+        est = _estimate_seconds(seed_n, seed_n, test_n, int(cfg.iterations or 1) + (1 if cfg.holdout else 0), epochs)
         table = Table(title="localaug run --dry-run (nothing was written)", show_header=False)
         for k, v in [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
                      ("seed set", f"{seed_n} rows (seed {cfg.seed})"), ("test set", f"{test_n} rows"),

@@ -34,12 +34,19 @@ def _bar(console: Console) -> Progress:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--iteration", type=int, default=0, show_default=True, help="Recorded in lineage.")
 @click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="Teacher cache file.")
+@click.option("--pool", "pool_path", type=click.Path(dir_okay=False),
+              help="The seed set (task fields): enables the list prompt and the teacher verifier.")
+@click.option("--shots", type=int, default=4, show_default=True, help="List-prompt examples (with --pool).")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Teacher verification (with --pool).")
 @data_dir_option
 def generate(task_name: str, input_path: str, out_path: str, teacher: str, teacher_url: str | None,
              teacher_model: str | None, per_wrong: int, seed: int, iteration: int, cache_path: str | None,
-             data_dir: str | None) -> None:
-    """Have the teacher write new examples for the wrong examples in --input (the augment stage)."""
-    from .augment import WrongExample, augment
+             pool_path: str | None, shots: int, verify: bool, data_dir: str | None) -> None:
+    """Have the teacher write new examples for the wrong examples in --input (the augment stage).
+
+    Without --pool this is the paper's prompt, every parsed example kept; with --pool, localaug's list
+    prompt and (unless --no-verify) the teacher verifier."""
+    from .augment import WrongExample, augment, verify_with_teacher
     from .backends import make_teacher
     from .data import read_rows
 
@@ -62,8 +69,15 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
             bar.update(tid, completed=done, total=total,
                        info=f"accepted {info.get('accepted', 0)}  rejected {info.get('rejected', 0)}{tps}")
 
+        pool = task.read_file(Path(pool_path)) if pool_path else []
         res = augment(task, t, wrong, iteration=iteration, per_wrong=per_wrong, run_seed=seed,
-                      progress=progress)
+                      shots=shots if pool else 0, pool=pool, progress=progress)
+        if pool and verify:
+            vid = bar.add_task("verifier", total=max(1, len(res.accepted)), info="")
+            ver = verify_with_teacher(task, t, res.accepted, pool, run_seed=seed, iteration=iteration,
+                                      progress=lambda d, n, i: bar.update(vid, completed=d, total=n))
+            res.accepted = ver.accepted
+            res.rejected += ver.rejected
     out = Path(out_path)
     write_jsonl_atomic(out, [e.to_json() for e in res.accepted])
     rejected = out.with_name(out.stem + ".rejected.jsonl")

@@ -84,3 +84,23 @@ def test_generate_command(tmp_path: Path, data_dir: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "localaug.cli", "generate", "--task", "demo", "--input",
                           str(tmp_path / "nope.jsonl"), "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.jsonl" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_generate_command_with_a_pool_uses_the_list_prompt_and_the_verifier(tmp_path: Path) -> None:
+    task = load_task("demo")
+    pool = task.load_split("train")[:40]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(e.data) + "\n" for e in pool))
+    inp = tmp_path / "wrong.jsonl"
+    inp.write_text("".join(json.dumps({**e.data, "prediction": "billing"}) + "\n" for e in pool[:4]))
+    out = tmp_path / "new.jsonl"
+    res = subprocess.run([sys.executable, "-m", "localaug.cli", "generate", "--task", "demo", "--input", str(inp),
+                          "--out", str(out), "--pool", str(tmp_path / "pool.jsonl"), "--per-wrong", "2",
+                          "--cache", str(tmp_path / "c.sqlite")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    accepted = [json.loads(x) for x in out.read_text().splitlines()]
+    rejected = [json.loads(x) for x in (tmp_path / "new.rejected.jsonl").read_text().splitlines()]
+    assert len(accepted) + len(rejected) >= 8
+    # Every candidate that parsed went through the verifier: kept ones were confirmed, refused ones say why.
+    assert all(a["label"] in task.labels for a in accepted)
+    assert all(r["reason"].split(":")[0] in {"parse", "copy", "verify", "label"} for r in rejected), rejected
