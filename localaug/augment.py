@@ -53,7 +53,7 @@ def pick_shots(task: Task, target: Example, pool: Sequence[Example], k: int, see
 def build_prompt(task: Task, w: WrongExample, pool: Sequence[Example], shots: int, seed: int) -> TeacherPrompt:
     """The paper's prompt (shots=0), or the class-conditional list prompt with `shots` seed examples."""
     if shots > 0:
-        return task.shots_prompt(w.example, pick_shots(task, w.example, pool, shots, seed))
+        return task.shots_prompt(w.example, pick_shots(task, w.example, pool, task.max_shots(shots), seed))
     return task.teacher_prompt(w.example, w.prediction)
 
 
@@ -143,7 +143,7 @@ def verify_shots(task: Task, pool: Sequence[Example], per_label: int, seed: int)
     """Few-shot examples for the verifier: `per_label` seed examples of every label, shuffled."""
     rng = random.Random(seed)
     if task.kind.name != "classification":
-        return rng.sample(list(pool), min(len(pool), per_label * 2))
+        return rng.sample(list(pool), min(len(pool), task.max_shots(per_label * 2)))
     picked: list[Example] = []
     for label in task.labels:
         same = [e for e in pool if task.label_of(e) == label]

@@ -27,7 +27,7 @@ _TOP_KEYS = {"name", "kind", "description", "data", "labels", "student", "teache
 _DATA_KEYS = {"dir", "splits", "fields", "id_field"}
 _STUDENT_KEYS = {"prompt", "answer", "max_new_tokens", "stop"}
 _TEACHER_KEYS = {"instruction", "original", "new", "example", "stop", "max_tokens", "temperature", "top_p",
-                 "shot", "shots_header"}
+                 "shot", "shots_header", "max_shots"}
 _DEFAULT_KEYS = {"seed_size", "iterations", "per_wrong", "test_size", "eval_mode", "student_settings"}
 
 
@@ -208,6 +208,11 @@ class Task:
         return {"margin": round(result.scores[g] - result.scores[other], 4), "runner_up": preds[other]}
 
     # ------------------------------------------------------------------ teacher
+
+    def max_shots(self, wanted: int) -> int:
+        """`wanted`, capped by the card's `teacher.max_shots` (long examples overflow a small context)."""
+        cap = self.teacher.get("max_shots")
+        return min(wanted, int(cap)) if cap is not None else wanted
 
     def shot_template(self) -> str:
         """How one example is written in a shots prompt (`teacher.shot`; default: the `new` template)."""

@@ -174,3 +174,20 @@ def test_stratified_seed_sampling_is_deterministic_and_keeps_rare_labels(data_di
     assert labels.count("ENTY") in (12, 13)  # proportional: 1250/5452 * 54 = 12.4
     frac = sample_seed(pool, fraction=0.01, seed=7, stratify_by=task.label_of)
     assert len(frac) == 55
+
+
+def test_math_final_answer_must_come_from_a_checked_calculation() -> None:
+    from localaug.tasks import Example
+
+    task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
+    seed = Example("s", _SEEDS["gsm8k"])
+
+    def parse(solution: str) -> tuple[object, str]:
+        return task.parse_teacher(f" Ann has 4 bags of 6 pears. How many pears?\nNew solution: {solution}",
+                                  seed, "New problem:")
+
+    assert parse("4*6 = <<4*6=24>>24 pears.\n#### 24")[0] is not None
+    # Asserted, not computed: no calculation at all, or a final number no calculation produced.
+    assert parse("She has 24 pears.\n#### 24") == (None, "arithmetic: the final answer is not the result of "
+                                                          "any <<calculation>>")
+    assert parse("4*6 = <<4*6=24>>24 pears.\n#### 30")[0] is None
