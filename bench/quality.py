@@ -147,7 +147,7 @@ def _compare(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}-summary.json").write_text(json.dumps({"args": vars(args), "runs": rows,
                                                            "summary": summary}, indent=2))
-    _plot(rows, args.arms, out / f"{stem}-accuracy.png", args.task)
+    plot(rows, args.arms, out / f"{stem}-accuracy.png", args.task)
     return 0
 
 
@@ -168,7 +168,7 @@ def summarize(rows: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[str
     return out
 
 
-def _plot(rows: list[dict[str, Any]], arms: list[str], path: Path, title: str) -> None:
+def plot(rows: list[dict[str, Any]], arms: list[str], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,21 +177,24 @@ def _plot(rows: list[dict[str, Any]], arms: list[str], path: Path, title: str) -
     colors = {"paper": "tab:blue", "localaug": "tab:green", "localaug-random": "tab:orange",
               "paper-random": "tab:purple"}
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=100)
+    n_slot = max(len(r[a]["per_iteration"]) for r in rows for a in arms)  # where the final models go
     for arm in arms:
         n = max(len(r[arm]["per_iteration"]) for r in rows)
         means = [statistics.fmean(r[arm]["per_iteration"][i] * 100 for r in rows
                                   if len(r[arm]["per_iteration"]) > i) for i in range(n)]
         ax.plot(range(n), means, marker="o", color=colors[arm], label=f"{arm} (mean per iteration)")
         final = statistics.fmean(r[arm]["final"] * 100 for r in rows)
-        ax.scatter([n - 0.5 + 0.1 * arms.index(arm)], [final], marker="*", s=140, color=colors[arm],
+        ax.scatter([n_slot - 0.1 + 0.1 * arms.index(arm)], [final], marker="*", s=140, color=colors[arm],
                    label=f"{arm} final model")
     if rows and rows[0].get("plain") is not None:
         ax.axhline(statistics.fmean(r["plain"] * 100 for r in rows), color="grey", linestyle="--",
                    label="plain fine-tuning (all seeds)")
-    ax.set_xlabel("iteration (localaug rows: students trained without the held-out seeds)")
+    ax.set_xticks(list(range(n_slot)) + [n_slot])
+    ax.set_xticklabels([str(i) for i in range(n_slot)] + ["final"])
+    ax.set_xlabel("iteration (localaug: loop students are trained without the held-out seeds)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -1,6 +1,7 @@
 """Markdown tables for docs/RESULTS.md from the summaries bench/quality.py wrote.
 
-    python bench/quality_report.py runs/quality/trec-summary.json runs/quality/snips-summary.json ...
+    python bench/quality_report.py runs/quality/trec-summary.json runs/quality/snips-summary.json ... \
+        [--plot docs/img]
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from quality import interval  # type: ignore[import-not-found]  # bench/ is run as a folder of scripts
+from quality import interval, plot  # type: ignore[import-not-found]  # bench/ is a folder of scripts
 
 
 def _mean_sd(xs: list[float]) -> str:
@@ -66,8 +67,19 @@ def task_tables(path: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    """Tables to stdout; with --plot DIR, each summary's plot redrawn as DIR/<task>-accuracy.png."""
+    plot_dir = None
+    if "--plot" in argv:
+        k = argv.index("--plot")
+        plot_dir = Path(argv[k + 1])
+        argv = argv[:k] + argv[k + 2:]
     for p in argv:
         print("\n".join(task_tables(Path(p))))
+        if plot_dir:
+            doc = json.loads(Path(p).read_text())
+            plot_dir.mkdir(parents=True, exist_ok=True)
+            task = Path(doc["args"]["task"]).stem
+            plot(doc["runs"], doc["args"]["arms"], plot_dir / f"{task}-accuracy.png", task)
     return 0
 
 

@@ -205,3 +205,15 @@ def test_low_margin_tops_up_the_targets_with_the_least_sure_right_answers(tmp_pa
     asked = {r["meta"]["seed_id"] for r in st.read_jsonl("iter_00/candidates.jsonl")}
     asked |= {r["seed_id"] for r in st.read_jsonl("iter_00/rejected_parse.jsonl")}
     assert asked <= expected and len(asked) >= len(expected) // 2
+
+
+def test_report_says_which_model_was_kept_and_why() -> None:
+    from localaug.report import verdict
+
+    rows = [{"iteration": 0, "test_accuracy": 0.6}, {"iteration": 1, "test_accuracy": 0.7}]
+    plain = verdict(rows, {"kept_iteration": 0, "added": 0, "test_accuracy": 0.65, "holdout_accuracy": [0.5, 0.5]})
+    assert "NOT used" in plain and "plain fine-tuning on all seed examples" in plain and "65.0%" in plain
+    kept = verdict(rows, {"kept_iteration": 1, "added": 7, "test_accuracy": 0.71, "holdout_accuracy": [0.5, 0.6]})
+    assert "iteration 1 beat plain fine-tuning" in kept and "7 teacher examples were kept" in kept
+    # Without held-out seeds (the paper's recipe) the old comparison with iteration 0 stands.
+    assert "Plain fine-tuning (iteration 0): 60.0%" in verdict(rows)

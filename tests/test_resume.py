@@ -76,4 +76,5 @@ def test_resume_flag_continues_with_the_saved_config(tmp_path: Path, reference: 
     (tmp_path / "k" / "report.md").unlink()
     rep = subprocess.run([sys.executable, "-m", "localaug.cli", "report", str(tmp_path / "k")], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=120)
-    assert rep.returncode == 0 and "Plain fine-tuning (iteration 0)" in (tmp_path / "k" / "report.md").read_text()
+    text = (tmp_path / "k" / "report.md").read_text()
+    assert rep.returncode == 0 and "Held-out seed accuracy" in text and "final/adapter" in text
