@@ -64,6 +64,8 @@ ARMS = {
     "localaug": {"recipe": "localaug", "target": "wrong"},
     "localaug-random": {"recipe": "localaug", "target": "random"},
     "paper-random": {"recipe": "paper", "target": "random"},
+    # The recipe plus low-margin error finding: at least a fifth of the loop's seeds are targeted.
+    "localaug-margin": {"recipe": "localaug", "target": "wrong", "low_margin": 0.2},
 }
 
 
@@ -158,7 +160,8 @@ def summarize(rows: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[str
     if rows and rows[0].get("plain") is not None:
         plain = [r["plain"] for r in rows]
         pairs += [(f"{arm} - plain", finals[arm], plain) for arm in arms]
-    for a, b in (("localaug", "paper"), ("localaug", "localaug-random"), ("paper", "paper-random")):
+    for a, b in (("localaug", "paper"), ("localaug", "localaug-random"), ("paper", "paper-random"),
+                 ("localaug-margin", "localaug")):
         if a in finals and b in finals:
             pairs.append((f"{a} - {b}", finals[a], finals[b]))
     out = {}
@@ -175,7 +178,7 @@ def plot(rows: list[dict[str, Any]], arms: list[str], path: Path, title: str) ->
     import matplotlib.pyplot as plt
 
     colors = {"paper": "tab:blue", "localaug": "tab:green", "localaug-random": "tab:orange",
-              "paper-random": "tab:purple"}
+              "paper-random": "tab:purple", "localaug-margin": "tab:red"}
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=100)
     n_slot = max(len(r[a]["per_iteration"]) for r in rows for a in arms)  # where the final models go
     for arm in arms:
