@@ -53,8 +53,8 @@ def final_verdict(rows: list[dict[str, Any]], final: dict[str, Any]) -> str:
                   f"{final['added']} teacher examples were kept: the final model is trained on all seed "
                   "examples plus those")
     return (f"Held-out seed accuracy ({scores}). {choice} (final/adapter). Its test accuracy is "
-            f"{final['test_accuracy']:.1%}. Iteration rows below are students trained without the held-out "
-            "seeds. One run is one sample: compare over several seeds (bench/quality.py).")
+            f"{final['test_accuracy']:.1%}. The iteration rows are the loop's students, trained without the "
+            "held-out seeds. One run is one sample: compare over several seeds (bench/quality.py).")
 
 
 def verdict(rows: list[dict[str, Any]], final: dict[str, Any] | None = None) -> str:
