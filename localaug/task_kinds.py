@@ -16,6 +16,7 @@ from typing import Any
 from .errors import UserError
 
 NUMBER_RE = re.compile(r"-?[\d,]*\.?\d+")
+CALCULATION_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # GSM8K calculator annotations <<expression=result>>
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ class Math(Kind):
         # A solution whose final number is no calculation's result was not computed, only asserted (and
         # one with no calculations cannot be checked at all). 6% of GSM8K's own answers fail this rule;
         # of the 270M teacher's output that passed the check above, every one read by hand was wrong.
-        results = [r for _, r in re.findall(r"<<([^<>=]*)=([^<>]*)>>", answer)]
+        results = [r for _, r in CALCULATION_RE.findall(answer)]
         final = final_answer(answer) or ""
         if not any(numbers_equal(r, final) for r in results):
             return None, "arithmetic: the final answer is not the result of any <<calculation>>"
@@ -350,7 +351,7 @@ def safe_eval(expr: str) -> float:
 def wrong_calculations(answer: str) -> list[str]:
     """Calculator annotations `<<a*b=c>>` whose result does not match their expression."""
     bad = []
-    for expr, result in re.findall(r"<<([^<>=]*)=([^<>]*)>>", answer):
+    for expr, result in CALCULATION_RE.findall(answer):
         try:
             want = safe_eval(expr)
             got = float(_clean_number(result))

@@ -65,6 +65,12 @@ def _template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
 
+def _template_prefix(template: str) -> str:
+    """The literal text before a template's first field: where a completion prompt leaves off."""
+    first_field = next(iter(_template_fields(template)), None)
+    return template.split("{" + first_field + "}")[0] if first_field else template
+
+
 class Task:
     def __init__(self, card: dict[str, Any], path: Path, data_dir: str | Path | None = None) -> None:
         self.path = path
@@ -248,8 +254,7 @@ class Task:
         ex_f = dict(self._fields(ex_orig), wrong=str(example.get("wrong", "")))
         seed_f = dict(self._fields(seed_ex), wrong=self.readable(wrong_prediction))
         new_tpl = str(t["new"])
-        first_field = next(iter(_template_fields(new_tpl)), None)
-        prefix = new_tpl.split("{" + first_field + "}")[0] if first_field else new_tpl
+        prefix = _template_prefix(new_tpl)
         shot_orig = t["original"].format(**ex_f).rstrip("\n")
         shot_new = new_tpl.format(**self._fields(ex_new)).rstrip("\n")
         seed_orig = t["original"].format(**seed_f).rstrip("\n")
@@ -278,8 +283,7 @@ class Task:
         header = header_tpl.format(**self._fields(seed_ex)).strip() if header_tpl else ""
         sep = "\n\n" if "\n" in tpl.strip() else "\n"
         blocks = [tpl.format(**self._fields(e)).strip("\n") for e in [*shots, seed_ex]]
-        first_field = next(iter(_template_fields(tpl)), None)
-        prefix = tpl.split("{" + first_field + "}")[0] if first_field else tpl
+        prefix = _template_prefix(tpl)
         prompt = (f"{header}\n\n" if header else "") + sep.join(blocks) + sep + prefix.rstrip(" ")
         instruction = header or str(self.teacher["instruction"]).strip()
         messages = (("system", instruction),
