@@ -59,6 +59,7 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
                                                                                  strict=True)]
     cfg = build_config(task=task_name, teacher=teacher, teacher_url=teacher_url, teacher_model=teacher_model,
                        per_wrong=per_wrong, seed=seed, cache_path=cache_path)
+    pool = task.read_file(Path(pool_path)) if pool_path else []  # bad input fails before the model loads
     t = make_teacher(cfg)
     console = Console()
     with _bar(console) as bar:
@@ -69,7 +70,6 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
             bar.update(tid, completed=done, total=total,
                        info=f"accepted {info.get('accepted', 0)}  rejected {info.get('rejected', 0)}{tps}")
 
-        pool = task.read_file(Path(pool_path)) if pool_path else []
         res = augment(task, t, wrong, iteration=iteration, per_wrong=per_wrong, run_seed=seed,
                       shots=shots if pool else 0, pool=pool, progress=progress)
         if pool and verify:
