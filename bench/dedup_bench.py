@@ -1,4 +1,4 @@
-"""Benchmark for localaug.dedup (figures in bench/README.md, section "Dedup").
+"""Benchmark for localaug.dedup.index (figures in bench/README.md, section "Dedup").
 
     taskset -c 0,1 .venv/bin/python bench/dedup_bench.py all        # tune + reference + scale
     .venv/bin/python bench/dedup_bench.py tune|reference|scale
@@ -33,7 +33,7 @@ import numpy as np
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from localaug.dedup import DedupConfig, DedupIndex, normalise, rouge_l, shingles  # noqa: E402
+from localaug.dedup.index import DedupConfig, DedupIndex, normalise, rouge_l, shingles  # noqa: E402
 
 DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data"))
 SOURCES = {  # file, text field

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from localaug.backends import make_student, make_teacher
-from localaug.config import RunConfig
+from localaug.config import RunConfig, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
 from localaug.store import RunStore
-from localaug.tasks import load_task
+from localaug.tasks.task import load_task
 
 # Two-sided 95% t quantiles by degrees of freedom (no scipy needed for this one table).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -71,7 +71,7 @@ ARMS = {
 
 def run_one(task_name: str, base: dict[str, Any], student: Any, out: Path) -> dict[str, Any]:
     task = load_task(task_name, base.get("data_dir"))
-    cfg = RunConfig(**base).resolve(task.defaults)
+    cfg = resolve(RunConfig(**{k: v for k, v in base.items() if v is not None}), task.defaults)
     store = RunStore.open_for_run(out, cfg)
     t0 = time.perf_counter()
     try:

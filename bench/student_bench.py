@@ -68,9 +68,9 @@ def _train_items(rows: list[dict[str, Any]], shots: list[int]) -> list[Any]:
 def part_step(mode: str, precision: str, steps: int) -> dict[str, Any]:
     """Training step peak memory (and time): answer-only logits vs the standard full-logits loss."""
     import torch
+    from localaug.student.model import load_student
 
-    from localaug.student import load_student
-    from localaug.student_train import collate, encode_item, prepare_peft
+    from localaug.student.train import collate, encode_item, prepare_peft
 
     st = load_student(precision=precision)
     rows = _rows("train.jsonl")
@@ -94,7 +94,7 @@ def part_step(mode: str, precision: str, steps: int) -> dict[str, Any]:
 
 def _backward(model: Any, batch: dict[str, Any], mode: str) -> None:
     """One forward + backward with our answer-only loss ("ours") or the standard `labels=` loss."""
-    from localaug.student_train import answer_only_loss
+    from localaug.student.train import answer_only_loss
 
     if mode == "ours":
         loss = answer_only_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
@@ -107,8 +107,9 @@ def part_pair(precision: str, rounds: int) -> dict[str, Any]:
     """Step time of both losses alternated in one process (A B A B ...), so that the background load of a
     shared machine hits both alike; `part_step` (one process per mode) gives the memory figures."""
 
-    from localaug.student import load_student
-    from localaug.student_train import collate, encode_item, prepare_peft
+    from localaug.student.model import load_student
+
+    from localaug.student.train import collate, encode_item, prepare_peft
 
     st = load_student(precision=precision)
     items = _train_items(_rows("train.jsonl"), [5] * 8)
@@ -128,8 +129,9 @@ def part_pair(precision: str, rounds: int) -> dict[str, Any]:
 
 def part_trainer(mode: str, n: int, epochs: int) -> dict[str, Any]:
     """Tokens/s of a whole Trainer run on mixed-length rows (0-6 few-shot demos each)."""
-    from localaug.student import load_student
-    from localaug.student_train import encode_item, train_adapter
+    from localaug.student.model import load_student
+
+    from localaug.student.train import encode_item, train_adapter
 
     st = load_student(epochs=epochs)
     rng = random.Random(0)
@@ -152,14 +154,14 @@ def _plain_trainer(st: Any, items: list[Any], epochs: int) -> None:
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from localaug.student_train import _lora_config, collate, encode_item
+    from localaug.student.train import _lora_config, collate, encode_item
 
     tc = st.plan.train
     data = [encode_item(st.tokenizer, it, 256) for it in items]
     model = get_peft_model(st.base_model(), _lora_config(st.plan))
     with tempfile.TemporaryDirectory() as d:
-        args = TrainingArguments(output_dir=d, per_device_train_batch_size=int(tc["batch_size"]),
-                                 num_train_epochs=epochs, learning_rate=float(tc["lr"]), save_strategy="no",
+        args = TrainingArguments(output_dir=d, per_device_train_batch_size=tc.batch_size,
+                                 num_train_epochs=epochs, learning_rate=tc.lr, save_strategy="no",
                                  report_to="none", use_cpu=True, remove_unused_columns=False,
                                  disable_tqdm=True, seed=0, logging_steps=1000)
         Trainer(model=model, args=args, train_dataset=data,
@@ -168,8 +170,9 @@ def _plain_trainer(st: Any, items: list[Any], epochs: int) -> None:
 
 def part_eval(n_test: int, gen_rows: int) -> dict[str, Any]:
     """Scoring vs generate-and-parse on TREC test with an adapter tuned on 50 training rows."""
+    from localaug.student.model import load_student
+
     from localaug.protocols import EvalItem
-    from localaug.student import load_student
 
     st = load_student()
     train = _rows("train.jsonl")[:50]
@@ -200,8 +203,9 @@ def part_eval(n_test: int, gen_rows: int) -> dict[str, Any]:
 
 def part_iteration(n_test: int) -> dict[str, Any]:
     """One LLM2LLM iteration of the default student: train on 50 rows, evaluate seed (50) and test."""
+    from localaug.student.model import load_student
+
     from localaug.protocols import EvalItem
-    from localaug.student import load_student
 
     t0 = time.perf_counter()
     st = load_student()

@@ -24,10 +24,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from localaug.cache import CachedTeacher, GenerationCache
 from localaug.protocols import GenerationRequest, Sampling
-from localaug.teacher_http import HttpTeacher
-from localaug.teacher_llamacpp import MIN_P, TOP_K, TYPICAL_P, LlamaCppTeacher
+from localaug.teacher.cache import CachedTeacher, GenerationCache
+from localaug.teacher.http import HttpTeacher
+from localaug.teacher.llamacpp import MIN_P, TOP_K, TYPICAL_P, LlamaCppTeacher
 
 QUESTIONS = [
     "How far is it from Denver to Aspen?", "What county is Modesto, California in?",

@@ -22,12 +22,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from localaug.augment import WrongExample, augment, verify_with_teacher
+from localaug.augment import Target, augment
 from localaug.backends import make_teacher
-from localaug.config import RunConfig
+from localaug.config import RunConfig, resolve
 from localaug.data import sample_seed
 from localaug.errors import UserError
-from localaug.tasks import load_task
+from localaug.tasks.task import load_task
+from localaug.verify import verify_with_teacher
 
 
 def _some_wrong_answer(task: Any, data: dict[str, Any], rng: random.Random) -> str | None:
@@ -41,14 +42,14 @@ def _some_wrong_answer(task: Any, data: dict[str, Any], rng: random.Random) -> s
 
 def collect(args: argparse.Namespace) -> int:
     task = load_task(args.task, args.data_dir)
-    cfg = RunConfig(task=args.task, teacher=args.teacher, cache_path=args.cache).resolve(task.defaults)
+    cfg = resolve(RunConfig(task=args.task, teacher=args.teacher, cache_path=args.cache), task.defaults)
     teacher = make_teacher(cfg)
     pool = task.load_split("train")
     stratify = task.label_of if task.kind.name == "classification" else None
     seed = sample_seed(pool, size=args.seed_size or cfg.seed_size, seed=args.seed, stratify_by=stratify)
     rng = random.Random(args.seed)
     targets = rng.sample(seed, min(args.n, len(seed)))
-    wrong = [WrongExample(e, _some_wrong_answer(task, e.data, rng)) for e in targets]
+    wrong = [Target(e, _some_wrong_answer(task, e.data, rng)) for e in targets]
     out_rows: list[dict[str, Any]] = []
     print(f"{task.name}: {len(targets)} seed examples x {args.per_wrong} samples per prompt")
     for name, shots in (("paper", 0), ("list", args.shots)):

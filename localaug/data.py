@@ -59,19 +59,6 @@ def load_yaml(text: str, file: str | Path | None = None) -> Any:
                         line=None if mark is None else mark.line + 1) from None
 
 
-def check_keys(d: Any, allowed: set[str], where: str, path: Path | None) -> dict[str, Any]:
-    """A card section as a mapping whose keys are all known: a typo must not fall back to a default."""
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise UserError("must be a mapping", file=path, field=where or None)
-    for k in d:
-        if k not in allowed:
-            raise UserError(f"unknown key (allowed: {', '.join(sorted(allowed))})", file=path,
-                            field=f"{where}.{k}" if where else str(k))
-    return d
-
-
 def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) pairs from a JSONL, CSV or Parquet file; one-line UserError on bad input."""
     if not path.exists():
@@ -137,26 +124,6 @@ def _read_parquet(path: Path) -> list[tuple[int, dict[str, Any]]]:
         raise UserError(f"cannot read Parquet ({type(e).__name__}: {e})", file=path) from None
     # "line" for Parquet is the 1-based row number.
     return [(i + 1, dict(r)) for i, r in enumerate(ds)]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Our own artefacts (written by write_jsonl_atomic); user files go through read_rows."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def sample_seed(

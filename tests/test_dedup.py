@@ -1,4 +1,4 @@
-"""localaug.dedup: exact, near and non-duplicates on real rows, contamination, persistence, robustness."""
+"""localaug.dedup.index: exact, near and non-duplicates on real rows, contamination, persistence, robustness."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from localaug.dedup import (
+from localaug.dedup.index import (
     DedupConfig,
     DedupIndex,
     Verdict,
@@ -294,7 +294,7 @@ def test_bad_config_is_a_user_error() -> None:
 
 
 def test_dedup_command(tmp_path: Path, gsm_test: list[str]) -> None:
-    from localaug.cli_dedup import dedup
+    from localaug.cli.dedup import dedup
 
     test_file = tmp_path / "test.jsonl"
     test_file.write_text("".join(json.dumps({"q": t}) + "\n" for t in gsm_test[:50]), encoding="utf-8")
@@ -316,8 +316,8 @@ def test_dedup_command(tmp_path: Path, gsm_test: list[str]) -> None:
 
 
 def test_dedup_command_with_a_task(tmp_path: Path) -> None:
-    pytest.importorskip("localaug.tasks")
-    from localaug.cli_dedup import dedup
+    pytest.importorskip("localaug.tasks.task")
+    from localaug.cli.dedup import dedup
 
     test_rows = _read("trec/test.jsonl", "text", 20)
     gen = tmp_path / "gen.jsonl"

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from localaug.cache import CachedTeacher, GenerationCache
-from localaug.config import RunConfig
+from localaug.config import RunConfig, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
 from localaug.store import RunStore
 from localaug.tasks import load_task
+from localaug.teacher.cache import CachedTeacher, GenerationCache
 from tests.fakes import FakeStudent, FakeTeacher
 
 
 def _run(tmp_path: Path, name: str = "run", **cfg_over) -> tuple[Loop, FakeTeacher, FakeStudent]:
     task = load_task("demo")
     cfg_over.setdefault("recipe", "paper")  # these tests pin the paper's algorithm; test_recipe.py the rest
-    cfg = RunConfig(task="demo", seed_size=18, iterations=3, seed=1, **cfg_over).resolve(task.defaults)
+    cfg = resolve(RunConfig(task="demo", seed_size=18, iterations=3, seed=1, **cfg_over), task.defaults)
     store = RunStore.open_for_run(tmp_path / name, cfg)
     teacher, student = FakeTeacher(), FakeStudent()
     cached = CachedTeacher(teacher, GenerationCache(tmp_path / "cache.sqlite"))
@@ -87,21 +87,21 @@ def test_contaminated_candidates_are_rejected(tmp_path: Path) -> None:
                 comps[0].text = test_text.upper() + " !"  # case/punctuation changed only
             return out
 
-    cfg = RunConfig(task="demo", seed_size=18, iterations=2, seed=3, recipe="paper").resolve(task.defaults)
+    cfg = resolve(RunConfig(task="demo", seed_size=18, iterations=2, seed=3, recipe="paper"), task.defaults)
     store = RunStore.open_for_run(tmp_path / "run", cfg)
     loop = Loop(task, cfg, store, FakeStudent(), lambda: CopyTestTeacher())
     loop.run()
     root = store.root
     rejected = [json.loads(x) for x in (root / "iter_00/rejected.jsonl").read_text().splitlines()]
     assert any(r["reason"].startswith("contaminated") for r in rejected)
-    train1 = (root / "iter_01/train.jsonl").read_text().lower()
-    assert test_text.lower() not in train1
+    trained = [p.read_text().lower() for p in root.glob("iter_*/*.jsonl") if p.name in ("train.jsonl", "augment.jsonl")]
+    assert trained and not any(test_text.lower() in t for t in trained)
 
 
 def test_out_dir_with_another_run_is_refused(tmp_path: Path) -> None:
     _run(tmp_path)
     task = load_task("demo")
-    other = RunConfig(task="demo", seed_size=12, iterations=3, seed=1).resolve(task.defaults)
+    other = resolve(RunConfig(task="demo", seed_size=12, iterations=3, seed=1), task.defaults)
     with pytest.raises(UserError, match="holds another run"):
         RunStore.open_for_run(tmp_path / "run", other)
 
@@ -109,22 +109,22 @@ def test_out_dir_with_another_run_is_refused(tmp_path: Path) -> None:
 def test_non_empty_foreign_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "notes.txt").write_text("mine")
-    cfg = RunConfig().resolve(load_task("demo").defaults)
+    cfg = resolve(RunConfig(), load_task("demo").defaults)
     with pytest.raises(UserError, match="not empty"):
         RunStore.open_for_run(tmp_path / "x", cfg)
 
 
 def test_live_lock_is_refused(tmp_path: Path) -> None:
-    cfg = RunConfig().resolve(load_task("demo").defaults)
+    cfg = resolve(RunConfig(), load_task("demo").defaults)
     first = RunStore.open_for_run(tmp_path / "r", cfg)
     import subprocess
     import sys
 
     # Another process must be refused while we hold the lock.
     code = ("import sys; from pathlib import Path; from localaug.store import RunStore; "
-            "from localaug.config import RunConfig; from localaug.tasks import load_task\n"
+            "from localaug.config import RunConfig, resolve; from localaug.tasks import load_task\n"
             "from localaug.errors import UserError\n"
-            "cfg = RunConfig().resolve(load_task('demo').defaults)\n"
+            "cfg = resolve(RunConfig(), load_task('demo').defaults)\n"
             "try:\n  RunStore.open_for_run(Path(sys.argv[1]), cfg)\nexcept UserError as e:\n  print(e); sys.exit(2)\n")
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True)
     assert res.returncode == 2 and "locked by a running localaug" in res.stdout
@@ -136,7 +136,7 @@ def test_live_lock_is_refused(tmp_path: Path) -> None:
 def test_trec_seed_54_three_iterations_on_shared_data(tmp_path: Path, data_dir: Path) -> None:
     """`localaug run --task trec --seed-size 54 --iterations 3`, with fake models standing in."""
     task = load_task("trec")
-    cfg = RunConfig(task="trec", seed_size=54, iterations=3, seed=0).resolve(task.defaults)
+    cfg = resolve(RunConfig(task="trec", seed_size=54, iterations=3, seed=0), task.defaults)
     store = RunStore.open_for_run(tmp_path / "trec", cfg)
     teacher = CachedTeacher(FakeTeacher(), GenerationCache(tmp_path / "c.sqlite"))
     result = Loop(task, cfg, store, FakeStudent(), lambda: teacher).run()

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from localaug.augment import WrongExample, augment, verify_with_teacher
-from localaug.cache import CachedTeacher, GenerationCache
-from localaug.config import RunConfig
+from localaug.augment import Target, augment
+from localaug.config import RunConfig, build_config, resolve
 from localaug.errors import UserError
-from localaug.loop import Loop, select_iteration
+from localaug.loop import Loop
 from localaug.protocols import Completion, GenerationRequest
+from localaug.recipe import select_iteration
 from localaug.store import RunStore
 from localaug.tasks import Example, load_task
+from localaug.tasks.card import TaskDefaults
+from localaug.teacher.cache import CachedTeacher, GenerationCache
+from localaug.verify import verify_with_teacher
 from tests.fakes import FakeStudent, FakeTeacher
 
 
@@ -46,7 +49,7 @@ def test_shots_prompt_lists_same_label_seed_examples_with_the_wrong_one_last(dat
     pool = _trec_seed(data_dir)
     wrong = next(e for e in pool if e.data["label"] == "LOC")
     teacher = ScriptedTeacher(lambda p: " Where is the tallest lighthouse in Norway ?")
-    res = augment(task, teacher, [WrongExample(wrong, "HUM")], iteration=0, per_wrong=2, shots=4, pool=pool)
+    res = augment(task, teacher, [Target(wrong, "HUM")], iteration=0, per_wrong=2, shots=4, pool=pool)
     prompt = teacher.prompts[0]
     assert prompt.startswith("Questions whose answer type is location:")
     lines = prompt.splitlines()
@@ -58,7 +61,7 @@ def test_shots_prompt_lists_same_label_seed_examples_with_the_wrong_one_last(dat
     assert [e.data for e in res.accepted] == [new, new]
     # The paper's prompt is still there with shots=0.
     teacher0 = ScriptedTeacher(lambda p: " Where is Oslo ?")
-    augment(task, teacher0, [WrongExample(wrong, "HUM")], iteration=0, shots=0, pool=pool)
+    augment(task, teacher0, [Target(wrong, "HUM")], iteration=0, shots=0, pool=pool)
     assert "Student's wrong answer type: human" in teacher0.prompts[0]
 
 
@@ -92,23 +95,23 @@ def test_select_iteration_prefers_plain_fine_tuning_unless_beaten() -> None:
 
 
 def test_recipes_fill_only_what_the_user_left_open() -> None:
-    card = {"per_wrong": 1}
-    d = RunConfig().resolve(card)
+    card = TaskDefaults(per_wrong=1)
+    d = resolve(RunConfig(), card)
     assert (d.recipe, d.shots, d.verify, d.holdout, d.per_wrong) == ("localaug", 4, "teacher", 0.25, 3)
-    p = RunConfig(recipe="paper").resolve(card)
+    p = resolve(RunConfig(recipe="paper"), card)
     assert (p.shots, p.verify, p.holdout, p.per_wrong) == (0, "none", 0.0, 1)
-    mixed = RunConfig(recipe="paper", verify="teacher", per_wrong=2).resolve(card)
+    mixed = resolve(RunConfig(recipe="paper", verify="teacher", per_wrong=2), card)
     assert (mixed.verify, mixed.per_wrong, mixed.shots) == ("teacher", 2, 0)
     with pytest.raises(UserError, match="recipe"):
-        RunConfig(recipe="fast").resolve(card)
+        resolve(build_config(recipe="fast"), card)
     with pytest.raises(UserError, match="holdout"):
-        RunConfig(holdout=1.5).resolve(card)
+        resolve(build_config(holdout=1.5), card)
 
 
 def _run_demo(tmp_path: Path, teacher: object, **over: object) -> Loop:
     task = load_task("demo")
     over = {"iterations": 3, **over}
-    cfg = RunConfig(task="demo", seed_size=18, seed=5, per_wrong=1, **over).resolve(task.defaults)
+    cfg = resolve(RunConfig(task="demo", seed_size=18, seed=5, per_wrong=1, **over), task.defaults)
     store = RunStore.open_for_run(tmp_path / "run", cfg)
     cached = CachedTeacher(teacher, GenerationCache(tmp_path / "cache.sqlite"))  # type: ignore[arg-type]
     loop = Loop(task, cfg, store, FakeStudent(), lambda: cached)
@@ -147,7 +150,7 @@ def test_held_out_seeds_never_reach_training_or_the_teacher(tmp_path: Path) -> N
 
 def test_teacher_copies_of_held_out_seeds_are_rejected_as_contamination(tmp_path: Path) -> None:
     task = load_task("demo")
-    cfg = RunConfig(task="demo", seed_size=18, seed=5).resolve(task.defaults)
+    cfg = resolve(RunConfig(task="demo", seed_size=18, seed=5), task.defaults)
     probe = RunStore.open_for_run(tmp_path / "probe", cfg)
     Loop(task, cfg, probe, FakeStudent(), FakeTeacher).prepare()
     held_text = probe.read_jsonl("holdout.jsonl")[0]["text"]
@@ -180,10 +183,10 @@ def test_real_teacher_verifier_raises_label_precision_on_hand_judged_trec(data_d
     rows = [json.loads(x) for x in (Path(__file__).parent / "data/trec_teacher_judged.jsonl").read_text().splitlines()]
     cands = [Example(f"j{i}", {"text": r["text"], "label": r["label"]}, {"seed_id": r["seed_id"]})
              for i, r in enumerate(rows)]
-    from localaug.teacher import make_teacher
+    from localaug.teacher import build_teacher
 
     pool = task.load_split("train")[:400]
-    res = verify_with_teacher(task, make_teacher("gemma3-270m"), cands, pool)
+    res = verify_with_teacher(task, build_teacher("gemma3-270m"), cands, pool)
     ok = {f"j{i}": r["label_correct"] for i, r in enumerate(rows)}
     before = sum(ok.values()) / len(ok)
     after = sum(ok[c.id] for c in res.accepted) / max(1, len(res.accepted))

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from localaug.errors import UserError
+from localaug.modelcards import StudentSection
 from localaug.protocols import EvalItem, Student, TrainItem
 from localaug.student import HFStudent, StudentPlan, load_student, model_load_kwargs, resolve_plan
-from localaug.student_train import (
+from localaug.student.train import (
     IGNORE,
     LengthGroupedSampler,
     answer_only_loss,
@@ -133,30 +134,30 @@ def test_bad_inputs(tmp_path: Path, tiny_dir: Path) -> None:
 
 def test_plan_cpu_auto() -> None:
     with mock.patch("torch.cuda.is_available", return_value=False):
-        plan = resolve_plan({"device": "auto", "precision": "auto", "quantization": "auto"})
+        plan = resolve_plan(StudentSection(device="auto", precision="auto", quantization="auto"))
         assert (plan.device, plan.quantization) == ("cpu", "none")
         assert plan.precision in ("bf16", "fp32")
         kw = model_load_kwargs(plan)
         assert "quantization_config" not in kw and "device_map" not in kw
         assert kw["use_safetensors"] is True and kw["trust_remote_code"] is False
         with pytest.raises(UserError, match="no CUDA"):
-            resolve_plan({"device": "cuda"})
-    plan = resolve_plan({}, {"precision": "fp32", "epochs": 1, "r": 4, "lora": {"alpha": 2}})
-    assert plan.train["epochs"] == 1 and plan.lora["r"] == 4 and plan.lora["alpha"] == 2
+            resolve_plan(StudentSection(device="cuda"))
+    plan = resolve_plan(StudentSection(), {"precision": "fp32", "epochs": 1, "r": 4, "lora": {"alpha": 2}})
+    assert plan.train.epochs == 1 and plan.lora.r == 4 and plan.lora.alpha == 2
     assert plan.torch_dtype() == torch.float32
 
 
 def test_plan_cuda_qlora_config() -> None:
     # No GPU here: only is_available is mocked; we check the 4-bit config we would hand to from_pretrained.
     with mock.patch("torch.cuda.is_available", return_value=True):
-        plan = resolve_plan({"device": "auto", "precision": "auto", "quantization": "auto"})
+        plan = resolve_plan(StudentSection(device="auto", precision="auto", quantization="auto"))
     assert (plan.device, plan.precision, plan.quantization) == ("cuda", "bf16", "nf4")
     kw = model_load_kwargs(plan)
     q = kw["quantization_config"]
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
     assert kw["dtype"] == torch.bfloat16 and kw["device_map"] == {"": 0} and kw["use_safetensors"]
-    forced = resolve_plan({"device": "cpu", "quantization": "auto"})
+    forced = resolve_plan(StudentSection(device="cpu", quantization="auto"))
     assert forced.quantization == "none"
 
 

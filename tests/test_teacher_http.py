@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from localaug.cache import CachedTeacher, GenerationCache
 from localaug.errors import UserError
 from localaug.protocols import GenerationRequest, Sampling, Teacher
-from localaug.teacher import make_teacher
-from localaug.teacher_http import HttpTeacher
+from localaug.teacher import build_teacher
+from localaug.teacher.cache import CachedTeacher, GenerationCache
+from localaug.teacher.http import HttpTeacher
 
 
 def _free_port() -> int:
@@ -66,7 +66,7 @@ def server() -> Iterator[tuple[str, str]]:
 @pytest.mark.slow
 def test_completions_concurrent_samples_stops(server: tuple[str, str]) -> None:
     url, model = server
-    t = make_teacher(base_url=url, model=model, chat_template=False, concurrency=4)
+    t = build_teacher(url=url, model=model, chat_template=False, concurrency=4)
     assert isinstance(t, Teacher) and isinstance(t, HttpTeacher)
     assert t.identity == f"http:{url}:{model}" and t.prefers_completion
     greedy = Sampling(temperature=0.0, max_tokens=20, stop=(" 8",))
@@ -84,8 +84,8 @@ def test_completions_concurrent_samples_stops(server: tuple[str, str]) -> None:
 @pytest.mark.slow
 def test_same_greedy_text_as_in_process(server: tuple[str, str]) -> None:
     url, model = server
-    http = make_teacher(base_url=url, model=model, chat_template=False)
-    local = make_teacher(n_threads=1)
+    http = build_teacher(url=url, model=model, chat_template=False)
+    local = build_teacher(n_threads=1)
     req = [GenerationRequest(sampling=Sampling(temperature=0.0, max_tokens=12), prompt="a b c d e f g")]
     assert http.generate(req)[0][0].text == local.generate(req)[0][0].text
 
@@ -93,7 +93,7 @@ def test_same_greedy_text_as_in_process(server: tuple[str, str]) -> None:
 @pytest.mark.slow
 def test_json_schema_and_chat_with_response_format(server: tuple[str, str]) -> None:
     url, model = server
-    t = make_teacher(base_url=url, model=model, chat_template=False)
+    t = build_teacher(url=url, model=model, chat_template=False)
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
               "required": ["city"]}
     s = Sampling(temperature=0.5, max_tokens=24, seed=1)
@@ -108,7 +108,7 @@ def test_json_schema_and_chat_with_response_format(server: tuple[str, str]) -> N
 @pytest.mark.slow
 def test_cache_in_front_of_http_makes_no_second_request(server: tuple[str, str], tmp_path: Path) -> None:
     url, model = server
-    inner = make_teacher(base_url=url, model=model, chat_template=False)
+    inner = build_teacher(url=url, model=model, chat_template=False)
     t = CachedTeacher(inner, GenerationCache(tmp_path / "c.sqlite"))
     reqs = [GenerationRequest(sampling=Sampling(max_tokens=4, seed=9), prompt="Hello", n=2)]
     a = t.generate(reqs)
@@ -124,7 +124,7 @@ def test_wrong_model_name_is_a_user_error(server: tuple[str, str]) -> None:
     # field), so the check is made against its /v1/models listing when the teacher is built.
     url, _ = server
     with pytest.raises(UserError, match="does not serve model 'no-such-model'") as e:
-        make_teacher(base_url=url, model="no-such-model")
+        build_teacher(url=url, model="no-such-model")
     assert "\n" not in str(e.value)
 
 
@@ -132,12 +132,12 @@ def test_unreachable_server_is_a_quick_user_error() -> None:
     port = _free_port()  # bound then released: nothing listens there
     t0 = time.monotonic()
     with pytest.raises(UserError, match="unreachable") as e:
-        make_teacher(base_url=f"http://127.0.0.1:{port}/v1", model="x")
+        build_teacher(url=f"http://127.0.0.1:{port}/v1", model="x")
     assert time.monotonic() - t0 < 5 and "\n" not in str(e.value)
     with pytest.raises(UserError, match="needs a model name"):
-        make_teacher(base_url=f"http://127.0.0.1:{port}/v1")
+        build_teacher(url=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(UserError, match="must look like"):
-        make_teacher(base_url="127.0.0.1:8000", model="x")
+        build_teacher(url="127.0.0.1:8000", model="x")
 
 
 class _Flaky(BaseHTTPRequestHandler):

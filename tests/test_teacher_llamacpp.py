@@ -10,8 +10,8 @@ import pytest
 
 from localaug.errors import UserError
 from localaug.protocols import GenerationRequest, Sampling, Teacher
-from localaug.teacher import backends, make_teacher
-from localaug.teacher_llamacpp import LlamaCppTeacher
+from localaug.teacher import build_teacher
+from localaug.teacher.llamacpp import LlamaCppTeacher
 
 # One thread: on a shared, busy machine two spinning llama.cpp threads run ~10x slower than one.
 THREADS = 1
@@ -35,7 +35,7 @@ CONFIDENT = [
 
 @pytest.fixture(scope="module")
 def teacher() -> LlamaCppTeacher:
-    t = make_teacher("gemma3-270m", batch_sequences=8, n_threads=THREADS)
+    t = build_teacher("gemma3-270m", batch_sequences=8, n_threads=THREADS)
     assert isinstance(t, LlamaCppTeacher)
     return t
 
@@ -49,8 +49,7 @@ def test_default_card_is_a_base_model_with_file_identity(teacher: LlamaCppTeache
     assert isinstance(teacher, Teacher)
     assert teacher.prefers_completion  # Gemma 270M base: no chat template -> completion prompts
     assert teacher.identity.startswith("llama.cpp:") and len(teacher.identity) == len("llama.cpp:") + 64
-    assert make_teacher().identity == teacher.identity  # hash is remembered, and stable
-    assert set(backends()) >= {"llama.cpp", "http"}
+    assert build_teacher().identity == teacher.identity  # hash is remembered, and stable
 
 
 @pytest.mark.slow
@@ -143,9 +142,7 @@ def test_missing_gguf_is_a_one_line_user_error(tmp_path: Path) -> None:
     card = tmp_path / "mine.yaml"
     card.write_text(f"name: mine\nsource:\n  gguf_path: {tmp_path / 'nope.gguf'}\n")
     with pytest.raises(UserError) as e:
-        make_teacher(card)
+        build_teacher(card)
     assert "GGUF file not found" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(UserError, match="GGUF file not found"):
         LlamaCppTeacher(tmp_path / "nope.gguf")
-    with pytest.raises(UserError, match="unknown teacher backend"):
-        make_teacher(backend="carrier-pigeon")

@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .protocols import Completion, GenerationRequest, ProgressFn, Teacher
-from .teacher_common import default_cache_dir, iter_jobs
+from ..files import cache_dir
+from ..protocols import Completion, GenerationRequest, ProgressFn, Teacher
+from .common import iter_jobs
 
 SCHEMA_VERSION = 1
 
@@ -54,7 +55,7 @@ def _split(script: str) -> list[str]:
 
 def default_cache_path() -> Path:
     """`$LOCALAUG_CACHE_DIR/teacher.sqlite`, else `~/.cache/localaug/teacher.sqlite`."""
-    return default_cache_dir() / "teacher.sqlite"
+    return cache_dir() / "teacher.sqlite"
 
 
 def model_key(teacher: Any) -> str:

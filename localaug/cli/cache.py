@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .cache import GenerationCache, default_cache_path
+from ..teacher.cache import GenerationCache, default_cache_path
 
 _path_option = click.option(
     "--path", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -18,10 +18,8 @@ from typing import Any
 
 import torch
 
-from .protocols import EvalItem, EvalResult, ProgressFn
-from .student import set_offline_env
+from ..protocols import EvalItem, EvalResult, ProgressFn
 
-set_offline_env()
 _ROW_TOKEN_BUDGET = 4096  # choice tokens per continuation forward (bounds memory for long endings)
 
 

@@ -8,20 +8,21 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .config import RunConfig, build_config
-from .errors import UserError
-from .store import CONFIG, RunStore
-from .tasks import load_task
+from ..config import Settings, build_config, load_settings, resolve
+from ..errors import UserError
+from ..modelcards import load_model_card
+from ..store import CONFIG, RunStore
+from ..tasks import Task, load_task
 
 RUNS_DIR = Path("runs")
 
 
-def _default_out(cfg: RunConfig) -> Path:
+def _default_out(cfg: Settings) -> Path:
     # Derived from the config, so rerunning the same command resumes the same run.
     return RUNS_DIR / f"{Path(cfg.task).stem}-seed{cfg.seed}-{cfg.fingerprint()[:8]}"
 
 
-def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iterations: int, epochs: int) -> float:
+def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iterations: int, epochs: float) -> float:
     # Rough CPU figures for the default 270M student on 2 cores (bench/README.md): ~0.35 s per training
     # example-epoch, ~0.02 s per scored example, ~0.3 s per teacher example; training sets grow by the
     # wrong examples, taken here as a third of the seed set per iteration. Loading adds ~10 s.
@@ -62,59 +63,41 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **options: object) -> None:
     """Run LLM2LLM: train, find wrong seed examples, have the teacher write new ones, repeat."""
     if resume_dir:
-        saved = Path(resume_dir) / CONFIG
-        if not saved.exists():
-            raise UserError("is not a localaug run directory (no config.yaml)", file=resume_dir)
-        cfg = build_config(saved)
-        cfg.out = str(resume_dir)
+        settings = load_settings(_saved_config(Path(resume_dir)))
+        settings.out = str(resume_dir)
+        task = load_task(settings.task, settings.data_dir)
     else:
         epochs = options.pop("epochs")
         cfg = build_config(config_file, **options)
         if epochs is not None:
-            cfg.student_settings = {**cfg.student_settings, "epochs": epochs}
-    task = load_task(cfg.task, cfg.data_dir)
-    cfg = cfg.resolve(task.defaults)
-    out = Path(cfg.out) if cfg.out else _default_out(cfg)
-    cfg.out = str(out)  # recorded in config.yaml; not part of the run's fingerprint
+            cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
+        task = load_task(cfg.task or "demo", cfg.data_dir)
+        settings = resolve(cfg, task.defaults, config_file)
+    out = Path(settings.out) if settings.out else _default_out(settings)
+    settings.out = str(out)  # recorded in config.yaml; not part of the run's fingerprint
     console = Console()
     if dry_run:
-        pool = task.load_split("train")
-        test = task.load_split("test")
-        seed_n = cfg.seed_size or max(1, round((cfg.seed_fraction or 0) * len(pool)))
-        test_n = min(len(test), cfg.test_size or len(test))
-        epochs = int(cfg.student_settings.get("epochs", 6))
-        # The held-out recipe trains one more student at the end (the final model, on all seeds).
-        est = _estimate_seconds(seed_n, seed_n, test_n, int(cfg.iterations or 1) + (1 if cfg.holdout else 0), epochs)
-        table = Table(title="localaug run --dry-run (nothing was written)", show_header=False)
-        for k, v in [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
-                     ("seed set", f"{seed_n} rows (seed {cfg.seed})"), ("test set", f"{test_n} rows"),
-                     ("iterations", str(cfg.iterations)), ("per wrong example", str(cfg.per_wrong)),
-                     ("recipe", f"{cfg.recipe} (shots {cfg.shots}, verify {cfg.verify}, holdout {cfg.holdout})"),
-                     ("student", cfg.student), ("teacher", cfg.teacher_url or cfg.teacher),
-                     ("eval", task.eval_mode(cfg.eval_mode)), ("run dir", str(out)),
-                     ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]:
-            table.add_row(k, v)
-        console.print(table)
+        console.print(_plan_table(task, settings, out))
         return
-    from .backends import make_student, make_teacher, teacher_cache_path
-    from .loop import Loop, check_task_has_test
-    from .progress_ui import RichObserver
-    from .report import verdict, write_report
+    from ..backends import make_student, make_teacher, teacher_cache_path
+    from ..loop import Loop, check_task_has_test
+    from ..report import verdict, write_report
+    from .progress import RichObserver
 
     check_task_has_test(task)
-    store = RunStore.open_for_run(out, cfg)
+    store = RunStore.open_for_run(out, settings)
     try:
-        console.print(f"[bold]localaug[/bold] {task.name}: seed {cfg.seed_size or cfg.seed_fraction}, "
-                      f"{cfg.iterations} iterations -> {out}")
-        student = make_student(cfg.student, cfg.student_settings)
-        store.manifest["models"]["student"] = getattr(student, "identity", cfg.student)
-        store.manifest["teacher_cache"] = str(teacher_cache_path(cfg))
+        console.print(f"[bold]localaug[/bold] {task.name}: seed {settings.seed_size or settings.seed_fraction}, "
+                      f"{settings.iterations} iterations -> {out}")
+        student = make_student(settings.student, settings.student_settings)
+        store.manifest["models"]["student"] = student.identity
+        store.manifest["teacher_cache"] = str(teacher_cache_path(settings))
         store.save_manifest()
-        with RichObserver(int(cfg.iterations or 1), console) as obs:
-            loop = Loop(task, cfg, store, student, lambda: make_teacher(cfg), obs)
+        with RichObserver(settings.iterations, console) as obs:
+            loop = Loop(task, settings, store, student, lambda: make_teacher(settings), obs)
             result = loop.run()
-        if loop._teacher is not None:
-            store.manifest["models"]["teacher"] = loop._teacher.identity
+        if loop.teacher_identity is not None:
+            store.manifest["models"]["teacher"] = loop.teacher_identity
             store.save_manifest()
         path = write_report(store)
         console.print(verdict(result.iterations, result.final))
@@ -125,11 +108,48 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
         store.unlock()
 
 
+def _saved_config(run_dir: Path) -> Path:
+    saved = run_dir / CONFIG
+    if not saved.exists():
+        raise UserError("is not a localaug run directory (no config.yaml)", file=run_dir)
+    return saved
+
+
+def _epochs(settings: Settings) -> float:
+    """The student's training epochs for this run: its card's, under the run's student settings."""
+    from ..backends import is_plugin
+    from ..student.plan import merge_overrides
+
+    if is_plugin(settings.student):
+        return float(settings.student_settings.get("epochs", 1))
+    return merge_overrides(load_model_card(settings.student).student, settings.student_settings).train.epochs
+
+
+def _plan_table(task: Task, settings: Settings, out: Path) -> Table:
+    pool = task.load_split("train")
+    test = task.load_split("test")
+    s = settings
+    seed_n = s.seed_size or max(1, round((s.seed_fraction or 0) * len(pool)))
+    test_n = min(len(test), s.test_size or len(test))
+    # The held-out recipe trains one more student at the end (the final model, on all seeds).
+    est = _estimate_seconds(seed_n, seed_n, test_n, s.iterations + (1 if s.holdout else 0), _epochs(s))
+    table = Table(title="localaug run --dry-run (nothing was written)", show_header=False)
+    for k, v in [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
+                 ("seed set", f"{seed_n} rows (seed {s.seed})"), ("test set", f"{test_n} rows"),
+                 ("iterations", str(s.iterations)), ("per wrong example", str(s.per_wrong)),
+                 ("recipe", f"{s.recipe} (shots {s.shots}, verify {s.verify}, holdout {s.holdout})"),
+                 ("student", s.student), ("teacher", s.teacher_url or s.teacher),
+                 ("eval", task.eval_mode(s.eval_mode)), ("run dir", str(out)),
+                 ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]:
+        table.add_row(k, v)
+    return table
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
     """Rebuild RUN_DIR/report.md and accuracy.png from the run's manifest."""
-    from .report import iteration_rows, iteration_table, verdict, write_report
+    from ..report import iteration_rows, iteration_table, verdict, write_report
 
     store = RunStore.open_existing(Path(run_dir))
     path = write_report(store)
@@ -153,7 +173,7 @@ def runs(runs_dir: str) -> None:
         its = [store.manifest["iterations"][k] for k in sorted(store.manifest.get("iterations", {}))]
         final = store.manifest.get("final") or its[-1] if its else None
         acc = f"{its[0]['test_accuracy']:.1%} -> {final['test_accuracy']:.1%}" if its and final else "-"
-        cfg = build_config(d / CONFIG) if (d / CONFIG).exists() else RunConfig()
+        task_name = load_settings(d / CONFIG).task if (d / CONFIG).exists() else "?"
         state = "finished" if store.manifest.get("finished") else "unfinished (resume with --resume)"
-        table.add_row(d.name, cfg.task, store.manifest.get("created", "?"), str(len(its)), acc, state)
+        table.add_row(d.name, task_name, store.manifest.get("created", "?"), str(len(its)), acc, state)
     Console().print(table)

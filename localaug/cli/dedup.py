@@ -18,9 +18,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .data import read_rows, write_jsonl_atomic
-from .dedup import DedupConfig, DedupIndex, Verdict, as_text
-from .errors import UserError
+from ..data import read_rows
+from ..dedup.index import DedupConfig, DedupIndex, Verdict, as_text
+from ..errors import UserError
+from ..files import write_jsonl_atomic
 
 
 def _rows(path: Path, task: Any, text_field: str | None) -> list[tuple[str, int | None, str]]:
@@ -71,7 +72,7 @@ def dedup(files: tuple[Path, ...], task_name: str | None, text_field: str | None
         raise UserError("give exactly one of --task T or --text-field FIELD")
     task = None
     if task_name is not None:
-        from .tasks import load_task  # only the --task path needs the task layer
+        from ..tasks.task import load_task  # only the --task path needs the task layer
 
         task = load_task(task_name, data_dir)
     config = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, rule=rule,  # type: ignore[arg-type]

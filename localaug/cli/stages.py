@@ -8,10 +8,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .config import build_config
-from .data import sample_seed, write_jsonl_atomic
-from .errors import UserError
-from .tasks import load_task
+from ..config import build_config, resolve
+from ..data import sample_seed
+from ..errors import UserError
+from ..files import write_jsonl_atomic
+from ..tasks.task import load_task
 
 task_option = click.option("--task", "task_name", required=True, help="Task name or card path.")
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Root of task data.")
@@ -46,21 +47,22 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
 
     Without --pool this is the paper's prompt, every parsed example kept; with --pool, localaug's list
     prompt and (unless --no-verify) the teacher verifier."""
-    from .augment import WrongExample, augment, verify_with_teacher
-    from .backends import make_teacher
-    from .data import read_rows
+    from ..augment import Target, augment
+    from ..backends import make_teacher
+    from ..data import read_rows
+    from ..verify import verify_with_teacher
 
     task = load_task(task_name, data_dir)
     examples = task.read_file(Path(input_path))
     predictions = {}
     for line, row in read_rows(Path(input_path)):
         predictions[line] = row.get("prediction")
-    wrong = [WrongExample(ex, None if p is None else str(p)) for ex, p in zip(examples, predictions.values(),
-                                                                                 strict=True)]
-    cfg = build_config(task=task_name, teacher=teacher, teacher_url=teacher_url, teacher_model=teacher_model,
-                       per_wrong=per_wrong, seed=seed, cache_path=cache_path)
+    wrong = [Target(ex, None if p is None else str(p)) for ex, p in zip(examples, predictions.values(), strict=True)]
+    settings = resolve(build_config(task=task_name, teacher=teacher, teacher_url=teacher_url,
+                                    teacher_model=teacher_model, per_wrong=per_wrong, seed=seed,
+                                    cache_path=cache_path), task.defaults)
     pool = task.read_file(Path(pool_path)) if pool_path else []  # bad input fails before the model loads
-    t = make_teacher(cfg)
+    t = make_teacher(settings)
     console = Console()
     with _bar(console) as bar:
         tid = bar.add_task("teacher", total=len(wrong) * per_wrong, info="")
@@ -92,9 +94,8 @@ def _training_rows(task, data_path: str | None, seed_size: int | None, seed: int
     if data_path:
         return task.read_file(Path(data_path))
     pool = task.load_split("train")
-    size = seed_size or int(task.defaults.get("seed_size", 50))
-    stratify = task.label_of if task.kind.name == "classification" else None
-    return sample_seed(pool, size=size, seed=seed, stratify_by=stratify)
+    size = seed_size or resolve(build_config(task=task.name), task.defaults).seed_size
+    return sample_seed(pool, size=size, seed=seed, stratify_by=task.stratify())
 
 
 @click.command()
@@ -108,7 +109,7 @@ def _training_rows(task, data_path: str | None, seed_size: int | None, seed: int
 def train(task_name: str, data_path: str | None, seed_size: int | None, student: str, seed: int, out_dir: str,
           data_dir: str | None) -> None:
     """Fine-tune the student from its base weights (plain fine-tuning: the LLM2LLM baseline)."""
-    from .backends import make_student
+    from ..backends import make_student
 
     task = load_task(task_name, data_dir)
     rows = _training_rows(task, data_path, seed_size, seed)
@@ -135,7 +136,7 @@ def train(task_name: str, data_path: str | None, seed_size: int | None, student:
 def eval_cmd(task_name: str, adapter: str | None, split: str, limit: int | None, mode: str | None, student: str,
              out_path: str | None, data_dir: str | None) -> None:
     """Evaluate the student (base or base + adapter) on a split of a task."""
-    from .backends import make_student
+    from ..backends import make_student
 
     task = load_task(task_name, data_dir)
     if adapter and not Path(adapter).is_dir():
@@ -148,12 +149,7 @@ def eval_cmd(task_name: str, adapter: str | None, split: str, limit: int | None,
         tid = bar.add_task(f"eval {split} ({mode})", total=len(rows), info="")
         results = s.evaluate(Path(adapter) if adapter else None, [task.eval_item(e, mode) for e in rows],
                              progress=lambda d, t, i: bar.update(tid, completed=d, total=t))
-    preds, correct = [], 0
-    for ex, res in zip(rows, results, strict=True):
-        pred, ok = task.judge(ex, res)
-        correct += ok
-        preds.append({"id": ex.id, "prediction": pred, "gold": task.kind.gold(ex.data), "correct": ok,
-                      "output": res.output})
+    judged = task.judge_all(rows, results)
     if out_path:
-        write_jsonl_atomic(Path(out_path), preds)
-    console.print(f"{task.name} {split}: accuracy {correct / len(rows):.1%} ({correct}/{len(rows)}, {mode})")
+        write_jsonl_atomic(Path(out_path), judged.rows)
+    console.print(f"{task.name} {split}: accuracy {judged.accuracy:.1%} ({judged.correct}/{len(rows)}, {mode})")

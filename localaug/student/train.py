@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import random
 import resource
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -26,10 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .protocols import ProgressFn, TrainItem, TrainStats
-from .student import set_offline_env
+from ..files import atomic_dir
+from ..protocols import ProgressFn, TrainItem, TrainStats
 
-set_offline_env()
 IGNORE = -100
 
 
@@ -40,7 +38,7 @@ def encode_item(tok: Any, item: TrainItem, max_length: int, add_eos: bool = True
     """Token ids of prompt + completion; labels are IGNORE on the prompt, so the loss sees the answer only.
 
     Prompt and completion are tokenised separately (prompt with BOS, completion without special tokens),
-    exactly as `student_eval` scores and generates, so training and evaluation see the same token boundary.
+    exactly as `evaluate.py` scores and generates, so training and evaluation see the same token boundary.
     """
     p = tok(item.prompt, add_special_tokens=True)["input_ids"]
     c = tok(item.completion, add_special_tokens=False)["input_ids"]
@@ -129,9 +127,9 @@ def _lora_config(plan: Any) -> Any:
     from peft import LoraConfig
 
     lo = plan.lora
-    tm = lo.get("target_modules", "all-linear")
+    tm = lo.target_modules
     return LoraConfig(
-        r=int(lo["r"]), lora_alpha=int(lo["alpha"]), lora_dropout=float(lo["dropout"]),
+        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
         target_modules=tm if isinstance(tm, str) else list(tm), bias="none", task_type="CAUSAL_LM",
     )
 
@@ -193,22 +191,10 @@ def save_adapter_atomic(peft_model: Any, out_dir: Path, meta: dict[str, Any] | N
     """Write the adapter (safetensors) into a temp dir next to `out_dir`, then rename it into place."""
     import json
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_dir(Path(out_dir)) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
         if meta is not None:
             (tmp / "localaug_train.json").write_text(json.dumps(meta, indent=1))
-        old = None
-        if out_dir.exists():  # replace a previous adapter: move it aside first, drop it after the rename
-            old = out_dir.with_name(f".{out_dir.name}-old-{time.time_ns()}")
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def train_adapter(model: Any, tok: Any, items: Sequence[TrainItem], out_dir: Path, seed: int, plan: Any,
@@ -217,10 +203,10 @@ def train_adapter(model: Any, tok: Any, items: Sequence[TrainItem], out_dir: Pat
     from transformers import TrainingArguments
 
     tc = plan.train
-    examples = [encode_item(tok, it, int(tc["max_length"])) for it in items]
+    examples = [encode_item(tok, it, tc.max_length) for it in items]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    bs, ga = int(tc["batch_size"]), int(tc["grad_accum"])
-    epochs = float(tc["epochs"])
+    bs, ga = tc.batch_size, tc.grad_accum
+    epochs = tc.epochs
     steps = math.ceil(math.ceil(len(examples) / bs) / ga) * math.ceil(epochs)
     peft_model = prepare_peft(model, plan, seed)
     AnswerOnlyTrainer, Progress = _trainer_classes()
@@ -228,8 +214,8 @@ def train_adapter(model: Any, tok: Any, items: Sequence[TrainItem], out_dir: Pat
     with tempfile.TemporaryDirectory(prefix="localaug-train-") as scratch:
         args = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
-            num_train_epochs=epochs, learning_rate=float(tc["lr"]), warmup_steps=float(tc["warmup_ratio"]),
-            weight_decay=float(tc.get("weight_decay", 0.0)), lr_scheduler_type=str(tc.get("scheduler", "linear")),
+            num_train_epochs=epochs, learning_rate=tc.lr, warmup_steps=tc.warmup_ratio,
+            weight_decay=tc.weight_decay, lr_scheduler_type=tc.scheduler,
             logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
             use_cpu=plan.device == "cpu", bf16=plan.device == "cuda" and plan.precision == "bf16",
             fp16=plan.device == "cuda" and plan.precision == "fp16", dataloader_num_workers=0,

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .report import iteration_table
+from ..report import iteration_table
 
 STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
                "eval_test": "evaluating on test set", "augment": "teacher writing examples",

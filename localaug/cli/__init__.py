@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
 
 
 class _Group(click.Group):
@@ -27,18 +26,14 @@ class _Group(click.Group):
 def main() -> None:
     """Grow a small labelled data set with a local teacher LLM, aimed at what your student gets wrong
     (LLM2LLM, Lee et al. 2024). Everything runs on this machine; nothing is sent anywhere."""
-    # Offline is a guarantee: no hub lookups from transformers / datasets, whatever the user's env says.
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[var] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def _register() -> None:
-    from .cli_cache import cache
-    from .cli_data import data, tasks
-    from .cli_dedup import dedup
-    from .cli_run import report, run, runs
-    from .cli_stages import eval_cmd, generate, train
+    from .cache import cache
+    from .data import data, tasks
+    from .dedup import dedup
+    from .run import report, run, runs
+    from .stages import eval_cmd, generate, train
 
     for cmd in (run, report, runs, tasks, data, generate, train, eval_cmd, dedup, cache):
         main.add_command(cmd)

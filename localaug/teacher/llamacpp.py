@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .protocols import Completion, GenerationRequest, ProgressFn, Sampling
-from .teacher_common import file_sha256, iter_jobs, run_stream
+from ..errors import UserError
+from ..files import sha256_file
+from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
+from .common import iter_jobs, run_stream
 
 # The defaults of Llama.create_completion that Sampling does not expose; both paths use them.
 TOP_K = 40
@@ -88,7 +89,7 @@ class LlamaCppTeacher:
         self.batch_sequences = max(1, int(batch_sequences))
         self.kv_unified = kv_unified
         self.prefers_completion = not chat_template
-        self.identity = "llama.cpp:" + file_sha256(path)
+        self.identity = "llama.cpp:" + sha256_file(path)
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,

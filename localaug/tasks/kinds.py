@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 NUMBER_RE = re.compile(r"-?[\d,]*\.?\d+")
 CALCULATION_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # GSM8K calculator annotations <<expression=result>>

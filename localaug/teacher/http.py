@@ -18,9 +18,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import UserError
-from .protocols import Completion, GenerationRequest, ProgressFn, Sampling
-from .teacher_common import iter_jobs, run_stream
+from ..errors import UserError
+from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
+from .common import iter_jobs, run_stream
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

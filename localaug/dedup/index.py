@@ -56,7 +56,7 @@ import numpy as np
 from datasketch import MinHashLSH
 from datasketch.lsh import _optimal_param
 
-from .errors import UserError
+from ..errors import UserError
 
 Role = Literal["train", "test"]
 Outcome = Literal["accepted", "duplicate", "contaminated"]

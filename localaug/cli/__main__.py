@@ -1,0 +1,7 @@
+"""`python -m localaug.cli`: the same as the `localaug` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

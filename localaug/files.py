@@ -1,0 +1,123 @@
+"""Files that are never seen half-written, file hashes, and localaug's cache folder.
+
+Everything localaug writes (run artefacts, adapters, the converted student, dedup indexes, plots) goes
+through `atomic_file` or `atomic_dir`: written under a temporary name in the same folder, flushed, then
+renamed into place, so a process killed at any moment leaves the old version or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+CACHE_DIR_ENV = "LOCALAUG_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """`$LOCALAUG_CACHE_DIR`, else `~/.cache/localaug`: the teacher cache, converted models, assembled GGUFs."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "localaug"
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file object on a temp name next to `path`; renamed over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path, "w") as f:
+        f.write(text)
+
+
+def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Our own artefacts (written by write_jsonl_atomic); user files go through data.read_rows."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+@contextmanager
+def atomic_dir(final: Path, *, replace: bool = True) -> Iterator[Path]:
+    """A temp folder next to `final`, renamed to `final` when the block succeeds.
+
+    replace=True: an existing `final` is moved aside first and dropped after the rename (an adapter
+    retrained on resume). replace=False: if another process made `final` meanwhile, theirs is kept."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; ours are as readable as any other folder
+        old = None
+        if final.exists() and replace:
+            old = final.with_name(f".{final.name}-old-{time.time_ns()}")
+            final.rename(old)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if replace or not final.exists():
+                raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_hash_lock = threading.Lock()
+_hash_memo: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a (large) file, remembered by (path, mtime, size) in memory and in the cache folder.
+
+    Hashing a 1 GB GGUF takes seconds; model cards are loaded several times per run."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    with _hash_lock:
+        if key in _hash_memo:
+            return _hash_memo[key]
+        memo_file = cache_dir() / "file_hashes.json"
+        disk_key = f"{key[0]}|{key[1]}|{key[2]}"
+        try:
+            disk: dict[str, str] = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            disk = {}
+        if not isinstance(disk, dict):  # a damaged memo is derived data: start a new one
+            disk = {}
+        digest = disk.get(disk_key)
+        if digest is None:
+            h = hashlib.sha256()
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            digest = h.hexdigest()
+            disk[disk_key] = digest
+            try:  # best effort: a read-only cache folder only costs a re-hash next time
+                atomic_write_text(memo_file, json.dumps(disk, indent=0))
+            except OSError:
+                pass
+        _hash_memo[key] = digest
+        return digest

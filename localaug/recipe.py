@@ -1,0 +1,130 @@
+"""What the `localaug` recipe adds to the paper's loop (measured in docs/RESULTS.md). Each hook is a
+no-op under `--recipe paper`, so `loop.py` alone reads as the paper's algorithm.
+
+- **Held-out seeds** (`holdout`): part of the seed set never enters the loop; each student is scored on
+  it, and `finish` keeps the teacher's data of the iteration that beat plain fine-tuning there (or none),
+  then trains the final student on every seed example plus that data.
+- **Teacher verification** (`verify: teacher`): a candidate is kept only if the teacher gives its label.
+- **Targets beyond the wrong ones**: `low_margin` tops the wrong seed examples up with the right ones
+  the student was least sure of; `target: random` is the untargeted control.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Any
+
+from .augment import Target
+from .data import sample_seed
+from .errors import UserError
+from .failpoints import halfway
+from .store import iter_dir
+from .tasks import Example, Judged
+from .verify import verify_with_teacher
+
+if TYPE_CHECKING:
+    from .loop import Loop
+
+FINAL_DIR = "final"
+
+
+def select_iteration(holdout_correct: list[int]) -> int:
+    """The iteration whose student was best on the held-out seeds; plain fine-tuning (0) unless beaten.
+
+    Ties go to the earlier iteration: with a few dozen held-out examples, a tie is no evidence that the
+    teacher's data helped, and plain fine-tuning is the safer model."""
+    best = 0
+    for i, c in enumerate(holdout_correct):
+        if c > holdout_correct[best]:
+            best = i
+    return best
+
+
+class Recipe:
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.settings = loop.settings
+
+    # ------------------------------------------------------------------ held-out seeds
+
+    def draw_holdout(self, seed: list[Example]) -> list[Example]:
+        frac = self.settings.holdout
+        if frac <= 0:
+            return []
+        n = round(frac * len(seed))
+        if n < 2 or len(seed) - n < 2:
+            raise UserError(f"holdout {frac} of a {len(seed)}-example seed set leaves too little on one side; "
+                            "use a larger seed set or holdout: 0", field="holdout")
+        return sample_seed(seed, size=n, seed=self.settings.seed + 7919, stratify_by=self.loop.task.stratify())
+
+    def held_out(self) -> list[Example]:
+        return self.loop.store.read_examples("holdout.jsonl")
+
+    def score_iteration(self, i: int) -> dict[str, Any]:
+        """The student of iteration i on the held-out seeds (nothing when none are held out)."""
+        held = self.held_out()
+        if not held:
+            return {}
+        judged = self.loop.evaluate(i, "holdout", held)
+        return {"holdout_accuracy": judged.accuracy, "holdout_correct": judged.correct}
+
+    def finish(self, rows: list[dict[str, Any]], test: list[Example]) -> dict[str, Any] | None:
+        """Keep the teacher data of the iteration that won on the held-out seeds (or none), and train the
+        final student on every seed example plus that data."""
+        if not self.held_out():
+            return None
+        loop, store = self.loop, self.loop.store
+        kept = select_iteration([int(r["holdout_correct"]) for r in rows])
+        added = [e for k in range(kept) for e in store.read_examples(f"{iter_dir(k)}/augment.jsonl")]
+        data = store.read_examples("seed.jsonl") + added
+        loop.train(-1, data, folder=FINAL_DIR)
+        on_test = loop.evaluate(-1, "test", test, folder=FINAL_DIR)
+        return {"kept_iteration": kept, "train_size": len(data), "added": len(added),
+                "test_accuracy": on_test.accuracy, "holdout_accuracy": [r["holdout_accuracy"] for r in rows]}
+
+    # ------------------------------------------------------------------ targets
+
+    def targets(self, i: int, on_seed: Judged, seed: list[Example]) -> list[Target]:
+        """The seed examples the teacher is asked about: the wrong ones (the paper), topped up with the
+        right ones the student was least sure of until `low_margin` of the seed set is reached; or, for
+        the untargeted control, as many seed examples drawn at random.
+
+        Why low margin: a student that fits its seed set gets (almost) nothing wrong, and the paper's loop
+        then has nothing to do; the examples it barely gets right are where it is closest to being wrong."""
+        by_id = {e.id: e for e in seed}
+        rows = on_seed.rows
+        wrong = [r for r in rows if not r["correct"]]
+        want = math.ceil(self.settings.low_margin * len(rows))
+        if len(wrong) < want:
+            close = sorted((r for r in rows if r["correct"] and r.get("margin") is not None),
+                           key=lambda r: (r["margin"], r["id"]))
+            wrong += [dict(r, prediction=r.get("runner_up")) for r in close[: want - len(wrong)]]
+        if self.settings.target == "random":
+            rng = random.Random(f"{self.settings.seed}/{i}/random-target")
+            wrong = [rows[k] for k in sorted(rng.sample(range(len(rows)), len(wrong)))]
+        return [Target(by_id[r["id"]], r["prediction"]) for r in wrong]
+
+    # ------------------------------------------------------------------ verification
+
+    def verify(self, i: int, candidates: list[Example], seed: list[Example]) -> list[Example]:
+        """Candidates the teacher labels as intended (verified.jsonl; refusals rejected_verify.jsonl)."""
+        loop, store = self.loop, self.loop.store
+        d = iter_dir(i)
+
+        def work() -> dict[str, Any]:
+            if self.settings.verify == "none":
+                store.write_examples(f"{d}/verified.jsonl", candidates)
+                store.write_jsonl(f"{d}/rejected_verify.jsonl", [])
+                return {"candidates": len(candidates), "verified": len(candidates), "verifier": "none"}
+            res = verify_with_teacher(
+                loop.task, loop.teacher, candidates, seed, run_seed=self.settings.seed, iteration=i,
+                progress=lambda done, n, info: (loop.obs.progress(done, n, info),
+                                                halfway(f"verify:{i}", done, n)))
+            store.write_examples(f"{d}/verified.jsonl", res.accepted)
+            store.write_jsonl(f"{d}/rejected_verify.jsonl", res.rejected)
+            return {"candidates": len(candidates), "verified": len(res.accepted),
+                    "verifier": "skipped (no discrete answer)" if res.skipped else "teacher"}
+
+        loop.stage(i, "verify", len(candidates), work)
+        return store.read_examples(f"{d}/verified.jsonl")

@@ -1,0 +1,201 @@
+"""Teacher prompting for one task, in one place: what the teacher is asked and how its text is read back.
+
+Three prompts, all built from the task card's templates:
+- the paper's prompt: instruction, one worked example, then the wrong seed example (`paper`);
+- the list prompt: seed examples of the wrong one's label, it last, then an open slot (`listing`);
+- the verifier's prompt: seed examples of every label in the student's own format, then a candidate
+  whose label the teacher must give (`verify`).
+Each comes as a completion prompt (base models) and as chat turns (instruction models).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError
+from ..protocols import Sampling
+from .kinds import Where
+
+if TYPE_CHECKING:
+    from .task import Example, Task
+
+
+@dataclass
+class TeacherPrompt:
+    prompt: str  # completion prompt for base models (ends with the open slot)
+    messages: tuple[tuple[str, str], ...]  # the same, as chat turns, for instruction models
+    prefix: str  # the literal text the completion continues (prepended before parsing)
+    prompt_hash: str
+    template: str = "new"  # which card template the answer follows: "new" (paper prompt) or "shot"
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def _template_fields(template: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def template_prefix(template: str) -> str:
+    """The literal text before a template's first field: where a completion prompt leaves off."""
+    first_field = next(iter(_template_fields(template)), None)
+    return template.split("{" + first_field + "}")[0] if first_field else template
+
+
+def _compile_template(template: str) -> re.Pattern[str]:
+    """A card template read backwards: each {field} becomes a lazy capture group."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal).replace("\\\n", r"\s*\n\s*").replace("\\ ", r"\s*"))
+        if name:
+            parts.append(f"(?P<{name}>.+?)")
+    return re.compile(r"\s*" + "".join(parts) + r"\s*$", re.DOTALL)
+
+
+def _digest(prompt: str, messages: tuple[tuple[str, str], ...]) -> str:
+    return hashlib.sha256(json.dumps([prompt, messages]).encode()).hexdigest()[:16]
+
+
+class Prompts:
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.card = task.card.teacher
+        self._new_re = _compile_template(self.card.new)
+        self._shot_re = _compile_template(self.card.shot_template)
+
+    # ------------------------------------------------------------------ generation
+
+    def sampling(self, seed: int) -> Sampling:
+        c = self.card
+        return Sampling(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=seed,
+                        stop=tuple(c.stop))
+
+    def max_shots(self, wanted: int) -> int:
+        """`wanted`, capped by the card's `teacher.max_shots` (long examples overflow a small context)."""
+        return min(wanted, self.card.max_shots) if self.card.max_shots is not None else wanted
+
+    def for_target(self, target: Example, prediction: str | None, pool: Sequence[Example], shots: int,
+                   seed: int) -> TeacherPrompt:
+        """The paper's prompt (shots=0), or the list prompt with `shots` seed examples from `pool`."""
+        if shots > 0:
+            return self.listing(target, self.pick_shots(target, pool, self.max_shots(shots), seed))
+        return self.paper(target, prediction)
+
+    def pick_shots(self, target: Example, pool: Sequence[Example], k: int, seed: int) -> list[Example]:
+        """Up to k other seed examples like `target` (same label for classification), in a seeded order."""
+        label = self.task.label_of(target) if self.task.kind.name == "classification" else None
+        same = [e for e in pool if e.id != target.id and (label is None or self.task.label_of(e) == label)]
+        return random.Random(seed).sample(same, min(k, len(same)))
+
+    def paper(self, seed_ex: Example, wrong_prediction: str | None) -> TeacherPrompt:
+        """The augmentation prompt: instruction, one worked example, then the wrong seed example."""
+        c, task = self.card, self.task
+        ex_orig, ex_new = (task.kind.validate(dict(d), task.labels, Where(str(task.path)))
+                           for d in (c.example.original, c.example.new))
+        ex_f = dict(task.kind.fields(ex_orig, task.labels), wrong=c.example.wrong)
+        seed_f = dict(task.fields(seed_ex), wrong=task.readable(wrong_prediction))
+        prefix = template_prefix(c.new)
+        shot_orig = c.original.format(**ex_f).rstrip("\n")
+        shot_new = c.new.format(**task.kind.fields(ex_new, task.labels)).rstrip("\n")
+        seed_orig = c.original.format(**seed_f).rstrip("\n")
+        instruction = c.instruction.strip()
+        # No trailing space: SentencePiece models write the space as part of the next word's token, and a
+        # prompt ending in a bare space pushes a base model towards digits and fragments.
+        prompt = f"{instruction}\n\n{shot_orig}\n{shot_new}\n\n{seed_orig}\n{prefix.rstrip(' ')}"
+        messages = (("system", instruction), ("user", shot_orig), ("assistant", shot_new), ("user", seed_orig))
+        return TeacherPrompt(prompt, messages, prefix, _digest(prompt, messages))
+
+    def listing(self, seed_ex: Example, shots: list[Example]) -> TeacherPrompt:
+        """A class-conditional list prompt: other seed examples like `seed_ex` (same label), it last.
+
+        Why: the paper's prompt (instruction + one worked example) is written for an instruction model.
+        A small base model copies the worked example's *form* (a NUM "How many..." question under every
+        label) and ignores the label; continuing a list of same-label examples keeps it on the label.
+        """
+        tpl = self.card.shot_template
+        fields = self.task.fields
+        header = self.card.shots_header.format(**fields(seed_ex)).strip() if self.card.shots_header else ""
+        sep = "\n\n" if "\n" in tpl.strip() else "\n"
+        blocks = [tpl.format(**fields(e)).strip("\n") for e in [*shots, seed_ex]]
+        prefix = template_prefix(tpl)
+        prompt = (f"{header}\n\n" if header else "") + sep.join(blocks) + sep + prefix.rstrip(" ")
+        instruction = header or self.card.instruction.strip()
+        messages = (("system", instruction),
+                    ("user", sep.join(blocks) + "\n\nWrite one more, different example in exactly this format."))
+        return TeacherPrompt(prompt, messages, prefix, _digest(prompt, messages), template="shot")
+
+    def parse(self, text: str, seed_ex: Example, prefix: str = "", template: str = "new"
+              ) -> tuple[dict[str, Any] | None, str]:
+        """A new row from the teacher's text (the completion after `prefix`), or (None, reason).
+
+        `template` is the card template the answer follows: "new" (paper prompt) or "shot" (list prompt)."""
+        if not isinstance(text, str) or not text.strip():
+            return None, "parse: empty output"
+        body = text if text.lstrip().startswith(prefix.strip()) and prefix.strip() else prefix + text
+        pattern = self._shot_re if template == "shot" else self._new_re
+        m = pattern.match(body.strip() + "\n") or pattern.match(body.strip())
+        if not m:
+            return None, "parse: output does not follow the card's 'new' format"
+        parsed = {k: v.strip() for k, v in m.groupdict().items()}
+        kind = self.task.kind
+        try:
+            data, reason = kind.from_fields(parsed, seed_ex.data, self.task.labels)
+        except (KeyError, ValueError, TypeError) as e:  # defensive: teacher text is arbitrary
+            return None, f"parse: {type(e).__name__}"
+        if data is not None and _norm(kind.dedup_text(data)) in self._example_texts:
+            # Small base models often repeat the few-shot example verbatim, whatever the seed's label.
+            return None, "copy: the card's worked example"
+        return data, reason
+
+    @property
+    def _example_texts(self) -> set[str]:
+        texts = set()
+        for row in (self.card.example.original, self.card.example.new):
+            try:
+                data = self.task.kind.validate(dict(row), self.task.labels, Where())
+            except UserError:
+                continue
+            texts.add(_norm(self.task.kind.dedup_text(data)))
+        return texts
+
+    # ------------------------------------------------------------------ verification
+
+    def verify_shots(self, pool: Sequence[Example], per_label: int, seed: int) -> list[Example]:
+        """Few-shot examples for the verifier: `per_label` seed examples of every label, shuffled."""
+        rng = random.Random(seed)
+        task = self.task
+        if task.kind.name != "classification":
+            return rng.sample(list(pool), min(len(pool), self.max_shots(per_label * 2)))
+        picked: list[Example] = []
+        for label in task.labels:
+            same = [e for e in pool if task.label_of(e) == label]
+            picked += rng.sample(same, min(per_label, len(same)))
+        rng.shuffle(picked)
+        return picked
+
+    def verify(self, candidate: Example, shots: list[Example]) -> str | None:
+        """A few-shot prompt in the student's own format that asks the teacher to answer `candidate`.
+
+        None for kinds without a discrete answer to compare (math: the arithmetic check is its verifier).
+        """
+        if not self.task.kind.scored:
+            return None
+        parts = []
+        for e in shots:
+            item = self.task.train_item(e)
+            parts.append(item.prompt + item.completion)
+        parts.append(self.task.train_item(candidate).prompt)
+        return "\n\n".join(parts)
+
+    def verify_sampling(self) -> Sampling:
+        # Greedy and short: one answer per candidate, deterministic, so the cache serves reruns.
+        longest = max((len(w.split()) for w in self.task.labels.values()), default=4)
+        return Sampling(temperature=0.0, top_p=1.0, max_tokens=max(8, 3 * longest + 4), seed=0, stop=("\n",))
