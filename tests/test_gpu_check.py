@@ -78,6 +78,51 @@ def test_report_says_random_weights_and_versions(tiny_run: Run) -> None:
     for what in ("tokens/s", "peak", "step", "Linear4bit", "nf4"):
         assert what in report, what
     assert res["versions"]["bitsandbytes"] == bitsandbytes.__version__
+    # The same report as a GPU run would print it (the GPU-only fields, made up here).
+    mod = _module()
+    mem = mod.Mem(cuda=True)
+    mem.phases = {"train": {"peak_allocated_gib": 7.5, "peak_reserved_gib": 9.0}}
+    gpu = {**res, "memory": mem.summary(), "versions": {**res["versions"], "gpu": "NVIDIA H100 80GB HBM3"}}
+    text = mod.report(gpu)
+    assert "peak 9.0 GiB (allocated 7.5 GiB); fits a 24 GB card: yes" in text and "H100" in text
+
+
+def _module():  # noqa: ANN202 - the script, imported by path (bench/ is no package)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_24gb_verdict() -> None:
+    """The GPU-only memory summary, fed made-up allocator peaks (GiB)."""
+    mem = _module().Mem(cuda=True)
+    verdicts = []
+    for reserved, allocated in ((9.0, 7.5), (23.5, 19.0), (26.0, 23.0)):
+        mem.phases = {"train": {"peak_allocated_gib": 3.0, "peak_reserved_gib": 4.0},
+                      "scoring": {"peak_allocated_gib": allocated, "peak_reserved_gib": reserved}}
+        s = mem.summary()
+        assert (s["peak_gib"], s["peak_allocated_gib"]) == (reserved, allocated)
+        verdicts.append(s["fits_24gb_card"])
+    assert verdicts == ["yes", "tight", "no"]
+
+
+def test_items_are_exactly_max_length_tokens(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    mod = _module()
+    mod.write_tokenizer(tmp_path, 32000)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) == 32000 and tok.pad_token_id is None  # like Llama-2's: the student falls back to EOS
+    items = mod.make_items(3, 2, 512, 32000, seed=0)
+    for it in items["train"]:
+        p = tok(it.prompt)["input_ids"]
+        c = tok(it.completion, add_special_tokens=False)["input_ids"]
+        assert len(p) + len(c) + 1 == 512 and p[0] == tok.bos_token_id  # + EOS
+    assert len({it.completion for it in items["train"]}) == 1  # one answer to learn
+    assert all(len(set(it.choices)) == 4 for it in items["score"])
 
 
 def test_refuses_the_7b_shape_without_a_gpu() -> None:
