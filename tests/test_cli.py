@@ -132,7 +132,8 @@ def test_user_card_with_csv(tmp_path: Path) -> None:
         "splits: {train: train.jsonl}", "splits: {train: train.csv}\n  fields: {text: message, label: category}"))
     res = _cli("data", "check", str(card))
     assert res.returncode == 0, res.stderr
-    assert "3" in res.stdout
+    assert "ok: every row of task 'mine' is valid (train: 3 rows)" in res.stdout
+    assert "no 1, yes 2" in res.stdout  # the label counts of the CSV's category column
     (d / "train.csv").write_text("message,category\nok,yes\nbad,maybe\n")
     _assert_one_line_error(_cli("data", "check", str(card)), "train.csv:3", "field 'label'", "maybe")
 

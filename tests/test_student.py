@@ -134,9 +134,13 @@ def test_bad_inputs(tmp_path: Path, tiny_dir: Path) -> None:
 
 def test_plan_cpu_auto() -> None:
     with mock.patch("torch.cuda.is_available", return_value=False):
-        plan = resolve_plan(StudentSection(device="auto", precision="auto", quantization="auto"))
-        assert (plan.device, plan.quantization) == ("cpu", "none")
-        assert plan.precision in ("bf16", "fp32")
+        auto = StudentSection(device="auto", precision="auto", quantization="auto")
+        # CPU precision follows the CPU's native bf16 support (read from /proc/cpuinfo): both branches.
+        with mock.patch("localaug.student.plan._cpu_has_bf16", return_value=True):
+            assert resolve_plan(auto).precision == "bf16"
+        with mock.patch("localaug.student.plan._cpu_has_bf16", return_value=False):
+            plan = resolve_plan(auto)
+        assert (plan.device, plan.quantization, plan.precision) == ("cpu", "none", "fp32")
         kw = model_load_kwargs(plan)
         assert "quantization_config" not in kw and "device_map" not in kw
         assert kw["use_safetensors"] is True and kw["trust_remote_code"] is False

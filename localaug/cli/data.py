@@ -53,10 +53,12 @@ def check(task_name: str, data_dir: str | None) -> None:
     table = Table(title=f"{task.name} ({task.kind.name})")
     for col in ("split", "file", "rows", "labels"):
         table.add_column(col)
+    counts = []
     for split in task.splits():
         rows = task.load_split(split)
         labels = Counter(task.label_of(e) for e in rows)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) if None not in labels else "-"
         table.add_row(split, str(task.split_path(split)), f"{len(rows):,}", shown)
+        counts.append(f"{split}: {len(rows):,} rows")
     Console().print(table)
-    click.echo(f"ok: every row of task '{task.name}' is valid")
+    click.echo(f"ok: every row of task '{task.name}' is valid ({', '.join(counts)})")
