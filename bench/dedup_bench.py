@@ -33,7 +33,8 @@ import numpy as np
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from localaug.dedup.index import DedupConfig, DedupIndex, normalise, rouge_l, shingles  # noqa: E402
+from localaug.dedup import DedupConfig, DedupIndex  # noqa: E402
+from localaug.dedup.text import normalise, rouge_l, shingles  # noqa: E402
 
 DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data"))
 SOURCES = {  # file, text field

@@ -1,4 +1,4 @@
-"""localaug.dedup.index: exact, near and non-duplicates on real rows, contamination, persistence, robustness."""
+"""localaug.dedup: exact, near and non-duplicates on real rows, contamination, persistence, robustness."""
 
 from __future__ import annotations
 
@@ -14,16 +14,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from localaug.dedup.index import (
-    DedupConfig,
-    DedupIndex,
-    Verdict,
-    jaccard,
-    lcs_length,
-    normalise,
-    rouge_l,
-    shingle_set,
-)
+from localaug.dedup import DedupConfig, DedupIndex, Verdict
+from localaug.dedup.text import jaccard, lcs_length, normalise, rouge_l, shingle_set
 from localaug.errors import UserError
 
 DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data"))

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..data import read_rows
-from ..dedup.index import DedupConfig, DedupIndex, Verdict, as_text
+from ..dedup import DedupConfig, DedupIndex, Verdict, as_text
 from ..errors import UserError
 from ..files import write_jsonl_atomic
 

@@ -1,5 +1,10 @@
-"""Exact and near-duplicate detection, plus a contamination guard against the test set."""
+"""Exact and near-duplicate detection, plus a contamination guard against the test set.
 
-from .index import DedupConfig, DedupIndex, Verdict, as_text
+text: normalisation, shingles, exact similarities; minhash: the MinHash-LSH kernel; index: DedupConfig,
+Verdict, DedupIndex (duplicates and contamination); persist: the .npz index file.
+"""
+
+from .index import DedupConfig, DedupIndex, Verdict
+from .text import as_text
 
 __all__ = ["DedupConfig", "DedupIndex", "Verdict", "as_text"]

@@ -3,20 +3,19 @@
 LLM2LLM's reference code drops a generated example whose ROUGE-L against any existing example exceeds
 0.95, comparing all pairs (quadratic). Here a candidate is
 
-1. normalised (NFKC, case-folded, punctuation -> space, whitespace collapsed; digits optionally masked),
+1. normalised (`text.normalise`: NFKC, case-folded, punctuation -> space, whitespace collapsed; digits
+   optionally masked),
 2. looked up exactly (a dict keyed by the normalised text: similarity 1.0),
-3. otherwise sketched with MinHash over word or character n-grams and looked up in a `datasketch`
-   MinHashLSH whose threshold sits below the confirmation threshold (so the LSH stage loses little),
+3. otherwise sketched with MinHash over word or character n-grams and looked up in a MinHashLSH whose
+   threshold sits below the confirmation threshold, so the LSH stage loses little (`minhash`: the
+   vectorised signatures and band-key insert/query),
 4. and every LSH hit whose MinHash estimate is plausible is confirmed by the exact similarity:
    Jaccard of the shingle sets (default: word unigrams >= 0.7) or ROUGE-L F1 of the normalised
    tokens (`rule="rougeL"`: the paper's rule, > 0.95, strict like the paper).
 
-The LSH is datasketch's MinHashLSH (its (bands, rows) optimiser and bucket storage); the signatures
-are computed here, vectorised over a whole batch, with datasketch's legacy permutation family, and
-the bucket keys are cut from one byte buffer per signature instead of one numpy call per band.
-
 Two indexes share one `DedupIndex`: "train" items (seed, D_i, accepted candidates) for duplicates and
-"test" items for contamination. Contamination is checked first and wins.
+"test" items for contamination. Contamination is checked first and wins. `save`/`load` use the .npz
+file of `persist`.
 
 Numbers (GSM8K) -- decided, and configurable in `DedupConfig`:
 * Among training data a problem that differs from another only in its numbers is NOT a duplicate
@@ -30,23 +29,12 @@ Numbers (GSM8K) -- decided, and configurable in `DedupConfig`:
   other numbers leaks the test problem into training. Measured on GSM8K: masking digits adds no
   spurious train/test matches at the default threshold (0.07% of 3,000 train questions match a test
   question either way; bench/README.md), so the stricter guard costs nothing.
-
-Persistence is an `.npz` read with `allow_pickle=False`: ids, roles and normalised texts as JSON bytes,
-MinHash signatures as a uint32 matrix; the LSH buckets are rebuilt on load. Written to a temp file and
-renamed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
-import json
-import os
-import re
-import unicodedata
-import zipfile
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -54,20 +42,14 @@ from typing import Any, Literal
 
 import numpy as np
 from datasketch import MinHashLSH
-from datasketch.lsh import _optimal_param
 
 from ..errors import UserError
+from .minhash import lsh_insert, lsh_query, minhash_flat, minhash_many, new_lsh, permutations
+from .persist import read_index, write_index
+from .text import DIGITS, jaccard, normalise, rouge_l, shingle_set, shingles, word_unigram_hashes
 
 Role = Literal["train", "test"]
 Outcome = Literal["accepted", "duplicate", "contaminated"]
-FORMAT_VERSION = 1  # bump when normalisation, shingle hashing or permutations change: stored signatures
-# are only comparable with signatures computed by the same code
-
-_MERSENNE = np.uint64((1 << 61) - 1)
-_MAX32 = np.uint64((1 << 32) - 1)
-_MIX1 = np.uint64(0x9E3779B97F4A7C15)
-_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
-_CHUNK = 1 << 14  # shingles per vectorised MinHash step: bounds temp memory (16k x 128 x 8 B = 16 MB)
 
 
 @dataclass(frozen=True)
@@ -161,117 +143,6 @@ class Verdict:
     similarity: float  # of the match; when accepted, the best similarity seen among LSH hits
 
 
-# --------------------------------------------------------------------------- text -> shingles
-
-_EMPTY = np.uint64(1 << 40)  # outside crc32's range: marks an empty text in a batch
-
-
-def _crc(token: str) -> int:
-    return zlib.crc32(token.encode("utf-8"))
-
-
-_PUNCT = re.compile(r"[\W_]+", re.UNICODE)  # everything but letters/digits -> one space
-_DIGITS = re.compile(r"\d+")
-
-
-def as_text(value: Any) -> str:
-    """Any field value as text: str as is, None -> "", containers as canonical JSON, else str()."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    return str(value)
-
-
-def normalise(text: Any, mask_digits: bool = False) -> str:
-    """Case, width, accents-as-composed, punctuation and whitespace folded; digit runs -> '0' if asked."""
-    s = unicodedata.normalize("NFKC", as_text(text)).casefold()
-    if mask_digits:
-        # "$1,200.50" -> "0 0 0": the number's shape survives, its value does not
-        s = _DIGITS.sub("0", s)
-    return " ".join(_PUNCT.sub(" ", s).split())
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """64-bit finaliser (splitmix64 style) -> well-spread uint32; stable across processes and runs."""
-    x = x ^ (x >> np.uint64(31))
-    x = x * _MIX2
-    x = x ^ (x >> np.uint64(29))
-    return (x >> np.uint64(32)).astype(np.uint32)
-
-
-def shingles(norm: str, shingle: str = "word", ngram: int = 1, _cache: dict[str, int] | None = None) -> np.ndarray:
-    """Sorted unique uint32 hashes of the word or character n-grams of a normalised text.
-
-    Texts shorter than n give one shingle (the whole text), so even "" has a (shared) shingle.
-    """
-    if shingle == "word":
-        toks = norm.split()
-        cache = _cache if _cache is not None else {}
-        units = np.fromiter(
-            (cache[t] if t in cache else cache.setdefault(t, zlib.crc32(t.encode("utf-8"))) for t in toks),
-            dtype=np.uint64,
-            count=len(toks),
-        )
-    else:
-        units = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(units) == 0:
-        return _mix(np.array([_MIX1], dtype=np.uint64))
-    n = min(ngram, len(units))
-    m = len(units) - n + 1
-    x = units[:m].copy()
-    for j in range(1, n):  # polynomial combine of the n units, wrapping in uint64
-        x = x * _MIX1 + units[j : j + m]
-    x = x + np.uint64(n)  # so a 1-word text and a 1-gram of a longer text differ only when n > 1
-    return np.unique(_mix(x))
-
-
-def shingle_set(norm: str, shingle: str = "word", ngram: int = 1) -> set[Any]:
-    """The same n-grams as `shingles`, unhashed: exact Jaccard for confirming LSH hits (no numpy
-    overhead per pair, and no hash collisions)."""
-    units: Sequence[str] = norm.split() if shingle == "word" else norm
-    if ngram == 1:
-        return set(units) or {()}  # (): the one shingle every empty text shares
-    if len(units) < ngram:
-        return {tuple(units)}
-    return set(zip(*(units[j:] for j in range(ngram)), strict=False))
-
-
-def jaccard(a: set[Any], b: set[Any]) -> float:
-    inter = len(a & b)
-    union = len(a) + len(b) - inter
-    return inter / union if union else 1.0
-
-
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Longest common subsequence of two token lists, bit-parallel (Allison-Dix/Hyyroe): O(|a|*|b|/w)."""
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return 0
-    masks: dict[str, int] = {}
-    for i, tok in enumerate(a):
-        masks[tok] = masks.get(tok, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    for tok in b:
-        u = v & masks.get(tok, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(a) - bin(v).count("1")
-
-
-def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
-    """ROUGE-L F1 (beta=1) of two token lists: 2*LCS / (|a| + |b|), as rouge-score computes it."""
-    if not a or not b:
-        return 0.0
-    return 2.0 * lcs_length(a, b) / (len(a) + len(b))
-
-
-# --------------------------------------------------------------------------- MinHash
-
-
 @contextlib.contextmanager
 def _no_gc() -> Iterator[None]:
     """Bulk inserts create hundreds of thousands of small sets (LSH buckets) and none of them is in a
@@ -285,68 +156,6 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-@functools.lru_cache(maxsize=32)
-def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    # datasketch's own (bands, rows) choice; cached because it integrates numerically (~20 ms)
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
-
-
-def _band_keys(lsh: MinHashLSH, sig: np.ndarray) -> list[bytes]:
-    """The bucket keys `MinHashLSH.insert/query` would compute for `sig` (each band's hash values,
-    byte-swapped, as bytes), cut from one buffer: ~20x cheaper than one numpy byteswap per band."""
-    buf = sig.byteswap().tobytes()
-    w = sig.itemsize
-    return [buf[w * a : w * b] for a, b in lsh.hashranges]
-
-
-def _lsh_insert(lsh: MinHashLSH, key: int, sig: np.ndarray) -> None:
-    # MinHashLSH._insert without the per-band byteswap and without the key -> bands record (lsh.keys),
-    # which only remove() needs: we never remove, and it would double the index's memory
-    for h, table in zip(_band_keys(lsh, sig), lsh.hashtables, strict=True):
-        table.insert(h, key)
-
-
-def _lsh_query(lsh: MinHashLSH, sig: np.ndarray) -> set[int]:
-    hits: set[int] = set()
-    for h, table in zip(_band_keys(lsh, sig), lsh.hashtables, strict=True):
-        hits.update(table.get(h))
-    return hits
-
-
-def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    gen = np.random.RandomState(seed)
-    a = gen.randint(1, int(_MERSENNE), size=num_perm, dtype=np.uint64)
-    b = gen.randint(0, int(_MERSENNE), size=num_perm, dtype=np.uint64)
-    return a, b
-
-
-def minhash_many(sets: Sequence[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(sets), num_perm) uint32 MinHash signatures, vectorised over all shingles at once.
-
-    Same permutation family as datasketch's legacy MinHash: ((a*h + b) mod (2^61-1)) & (2^32-1).
-    Every set must be non-empty; repeated shingles are harmless (a minimum is a minimum).
-    """
-    if not sets:
-        return np.full((0, len(a)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    lens = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
-    return _minhash_flat(np.concatenate(sets).astype(np.uint64), lens, a, b)
-
-
-def _minhash_flat(flat: np.ndarray, lens: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    sig = np.full((len(lens), len(a)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    owner = np.repeat(np.arange(len(lens)), lens)
-    for start in range(0, len(flat), _CHUNK):
-        h = flat[start : start + _CHUNK]
-        own = owner[start : start + _CHUNK]
-        ph = ((h[:, None] * a[None, :] + b[None, :]) % _MERSENNE) & _MAX32
-        # rows of one owner are contiguous: reduce each run, then merge into the owner's row
-        cuts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
-        mins = np.minimum.reduceat(ph, cuts, axis=0).astype(np.uint32)
-        rows = own[cuts]
-        sig[rows] = np.minimum(sig[rows], mins)
-    return sig
-
-
 # --------------------------------------------------------------------------- the index
 
 
@@ -356,11 +165,8 @@ class DedupIndex:
     def __init__(self, config: DedupConfig | None = None) -> None:
         self.config = config or DedupConfig()
         c = self.config
-        self._a, self._b = _permutations(c.num_perm, c.seed)
-        self._lsh: dict[Role, MinHashLSH] = {
-            role: MinHashLSH(num_perm=c.num_perm, params=_lsh_params(c.lsh_for(role), c.num_perm))
-            for role in ("train", "test")
-        }
+        self._a, self._b = permutations(c.num_perm, c.seed)
+        self._lsh: dict[Role, MinHashLSH] = {role: new_lsh(c.lsh_for(role), c.num_perm) for role in ("train", "test")}
         self._exact: dict[Role, dict[str, int]] = {"train": {}, "test": {}}
         self.ids: list[str] = []
         self.roles: list[Role] = []
@@ -437,10 +243,10 @@ class DedupIndex:
             grown[:base] = self._sig[:base]
             self._sig = grown
         self._sig[base:need] = sigs
-        self._digits.extend("".join(_DIGITS.findall(n)) for n in norms)
+        self._digits.extend("".join(DIGITS.findall(n)) for n in norms)
         for k, (role, norm) in enumerate(zip(roles, norms, strict=True)):
             self._exact[role].setdefault(norm, base + k)  # first id wins: reports point at the original
-            _lsh_insert(self._lsh[role], base + k, sigs[k])
+            lsh_insert(self._lsh[role], base + k, sigs[k])
 
     # ----------------------------------------------------------------- checking
 
@@ -451,14 +257,14 @@ class DedupIndex:
         if row is not None:  # equal normalised texts have equal numbers too
             return row, 1.0, True
         best_row, best_sim = None, 0.0
-        hits = _lsh_query(self._lsh[role], sig)
+        hits = lsh_query(self._lsh[role], sig)
         if hits:
             rows = np.sort(np.fromiter(hits, dtype=np.int64, count=len(hits)))  # ties: oldest row wins
             # one vectorised MinHash estimate drops most LSH hits before any exact comparison
             est = (self._sig[rows] == sig).mean(axis=1)
             rows = rows[est >= self.config.prefilter_for(role)]
             sh = self._set(norm) if self.config.rule == "jaccard" else None
-            digits = "".join(_DIGITS.findall(norm)) if self._checks_numbers(role) else None
+            digits = "".join(DIGITS.findall(norm)) if self._checks_numbers(role) else None
             for r in rows.tolist():
                 if digits is not None and digits != self._digits[r]:
                     continue  # a numbers-only variant is a new problem, not a duplicate
@@ -485,7 +291,7 @@ class DedupIndex:
                 # masking commutes with normalisation: mask the other view instead of starting again,
                 # and re-sketch only the texts that have digits
                 plain, plain_sigs = out[other]
-                norms = [_DIGITS.sub("0", n) for n in plain]
+                norms = [DIGITS.sub("0", n) for n in plain]
                 changed = [k for k, (m, n) in enumerate(zip(norms, plain, strict=True)) if m != n]
                 sigs = plain_sigs.copy()
                 if changed:
@@ -504,18 +310,8 @@ class DedupIndex:
             return minhash_many([self._shingles(n) for n in norms], self._a, self._b)
         if len(self._tokcache) > 1_000_000:
             self._tokcache.clear()
-        cache = self._tokcache
-        toks = [n.split() or [None] for n in norms]  # None: the shared shingle of an empty text
-        lens = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
-        units = np.fromiter(
-            (_EMPTY if t is None else cache[t] if t in cache else cache.setdefault(t, _crc(t))
-             for ts in toks for t in ts),
-            dtype=np.uint64, count=int(lens.sum()),
-        )
-        # the same shingle hash as shingles(): mix(unit + n) for n = 1; the empty text's is fixed
-        hashed = np.where(units == _EMPTY, _mix(np.array([_MIX1], np.uint64))[0],
-                          _mix(units + np.uint64(1))).astype(np.uint64)
-        return _minhash_flat(hashed, lens, self._a, self._b)
+        hashed, lens = word_unigram_hashes(norms, self._tokcache)
+        return minhash_flat(hashed, lens, self._a, self._b)
 
     def _verdict(self, views: dict[Role, tuple[list[str], np.ndarray]], k: int) -> Verdict:
         seen = 0.0
@@ -571,43 +367,13 @@ class DedupIndex:
 
     def save(self, path: Path) -> None:
         """One .npz (no pickle), written to a temp name and renamed so a crash leaves the old file."""
-        path = Path(path)
-        meta = {
-            "format": FORMAT_VERSION,
-            "config": asdict(self.config),
-            "ids": self.ids,
-            "roles": self.roles,
-            "texts": self.texts,
-        }
-        sigs = self._sig[: len(self.ids)]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    meta=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
-                    sigs=sigs,
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        meta = {"config": asdict(self.config), "ids": self.ids, "roles": self.roles, "texts": self.texts}
+        write_index(Path(path), meta, self._sig[: len(self.ids)])
 
     @classmethod
     def load(cls, path: Path) -> DedupIndex:
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(z["meta"].tobytes().decode("utf-8"))
-                sigs = np.asarray(z["sigs"], dtype=np.uint32)
-        except FileNotFoundError:
-            raise UserError("dedup index not found", file=path) from None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise UserError(f"not a dedup index ({e})", file=path) from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise UserError(f"dedup index format {meta.get('format')} not supported", file=path)
+        meta, sigs = read_index(path)
         index = cls(DedupConfig.from_dict(meta["config"]))
         ids, roles, texts = meta["ids"], meta["roles"], meta["texts"]
         if not (len(ids) == len(roles) == len(texts) == len(sigs)) or sigs.shape[1:] != (index.config.num_perm,):
