@@ -269,8 +269,12 @@ def test_odd_inputs_do_not_crash() -> None:
     for cfg in (DedupConfig(shingle="char", ngram=5), DedupConfig(rule="rougeL"), DedupConfig(ngram=3)):
         other = DedupIndex(cfg)
         other.add_many([("e", ""), ("l", long_text), ("c", "東京")])
+        other.add_many([("t-emoji", "I ❤️ naïve café ☕"), ("t-dict", {"q": "x", "n": [1, 2]})], role="test")
         assert other.check(long_text).match_id == "l"
-        assert other.check("").outcome in ("duplicate", "accepted")
+        assert other.check("") == Verdict("duplicate", "e", 1.0)  # "" equals the empty train row
+        # odd inputs against test rows: symbols and case folded away; a container's numbers masked
+        assert other.check("i ❤️ NAÏVE café!") == Verdict("contaminated", "t-emoji", 1.0)
+        assert other.check({"n": [3, 4], "q": "x"}) == Verdict("contaminated", "t-dict", 1.0)
 
 
 def test_bad_config_is_a_user_error() -> None:
@@ -308,7 +312,6 @@ def test_dedup_command(tmp_path: Path, gsm_test: list[str]) -> None:
 
 
 def test_dedup_command_with_a_task(tmp_path: Path) -> None:
-    pytest.importorskip("localaug.tasks.task")
     from localaug.cli.dedup import dedup
 
     test_rows = _read("trec/test.jsonl", "text", 20)
@@ -316,6 +319,12 @@ def test_dedup_command_with_a_task(tmp_path: Path) -> None:
     gen.write_text(json.dumps({"text": test_rows[2].lower(), "label": "DESC"}) + "\n"
                    + json.dumps({"text": "Who painted the ceiling of a small chapel in Lisbon ?", "label": "HUM"})
                    + "\n", encoding="utf-8")
-    res = CliRunner().invoke(dedup, ["--task", "trec", "--data-dir", str(DATA), str(gen), "--top", "3"])
+    out = tmp_path / "verdicts.jsonl"
+    res = CliRunner().invoke(dedup, ["--task", "trec", "--data-dir", str(DATA), str(gen), "--top", "3",
+                                     "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "contaminated" in res.output and "test.jsonl" in res.output
+    verdicts = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [v["outcome"] for v in verdicts] == ["contaminated", "accepted"]
+    # the task names rows <file stem>-<line>: the third line of the task's own test split
+    assert verdicts[0]["match_id"] == "test.jsonl:test-3" and verdicts[0]["similarity"] == 1.0
