@@ -4,7 +4,7 @@
     .venv/bin/python bench/dedup_bench.py tune|reference|scale
     taskset -c 1 .venv/bin/python bench/dedup_bench.py public-api   # our kernel vs datasketch's public API
 
-Data: real rows from $LOCALAUG_DATA_DIR (default /work/shared/data): SNIPS, TREC, SST-2 and GSM8K.
+Data: real rows from $LOCALAUG_DATA_DIR (default ../shared/data next to the repo): SNIPS, TREC, SST-2 and GSM8K.
 Planted near-duplicates of three kinds:
   case    -- case, punctuation and whitespace changed (exact after normalisation)
   words   -- a few words replaced by other words of the corpus (1 per 10 words, at least 1, at most 3)
@@ -45,7 +45,7 @@ from localaug.dedup import index as index_module  # noqa: E402
 from localaug.dedup.minhash import lsh_insert, lsh_params, lsh_query, minhash_flat, new_lsh, permutations  # noqa: E402
 from localaug.dedup.text import normalise, rouge_l, shingles, word_unigram_hashes  # noqa: E402
 
-DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data"))
+DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SOURCES = {  # file, text field
     "snips": ("snips/train.jsonl", "text"),
     "trec": ("trec/train.jsonl", "text"),

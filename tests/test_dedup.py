@@ -18,7 +18,7 @@ from localaug.dedup import DedupConfig, DedupIndex, Verdict
 from localaug.dedup.text import jaccard, lcs_length, normalise, rouge_l, shingle_set
 from localaug.errors import UserError
 
-DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data"))
+DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))  # as conftest
 NUM = re.compile(r"\d+")
 
 
