@@ -41,6 +41,18 @@ def select_iteration(holdout_correct: list[int]) -> int:
     return best
 
 
+def holdout_size(seed_size: int, fraction: float) -> int:
+    """How many seed examples `fraction` holds out; an error when either side would be under 2."""
+    if fraction <= 0:
+        return 0
+    n = round(fraction * seed_size)
+    if n < 2 or seed_size - n < 2:
+        raise UserError(f"holdout {fraction} of a {seed_size}-example seed set leaves too little on one side "
+                        f"({n} held out, {seed_size - n} for the loop; each needs 2); use a larger seed set or "
+                        "holdout: 0", field="holdout")
+    return n
+
+
 class Recipe:
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
@@ -49,13 +61,9 @@ class Recipe:
     # ------------------------------------------------------------------ held-out seeds
 
     def draw_holdout(self, seed: list[Example]) -> list[Example]:
-        frac = self.settings.holdout
-        if frac <= 0:
+        n = holdout_size(len(seed), self.settings.holdout)
+        if not n:
             return []
-        n = round(frac * len(seed))
-        if n < 2 or len(seed) - n < 2:
-            raise UserError(f"holdout {frac} of a {len(seed)}-example seed set leaves too little on one side; "
-                            "use a larger seed set or holdout: 0", field="holdout")
         return sample_seed(seed, size=n, seed=self.settings.seed + 7919, stratify_by=self.loop.task.stratify())
 
     def held_out(self) -> list[Example]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -175,16 +175,11 @@ def test_second_identical_call_makes_zero_model_calls(tmp_path: Path) -> None:
     t = CachedTeacher(build_teacher(batch_sequences=4, n_threads=1), GenerationCache(tmp_path / "c.sqlite"))
     reqs = [GenerationRequest(sampling=Sampling(max_tokens=6, seed=2), prompt=f"Fact {i}:", n=2)
             for i in range(3)]
-    t0 = time.perf_counter()
     first = t.generate(reqs)
-    t_first = time.perf_counter() - t0
     assert (t.model_calls, t.cache_hits) == (6, 0)
-    t0 = time.perf_counter()
     second = t.generate(reqs)
-    t_second = time.perf_counter() - t0
-    assert (t.model_calls, t.cache_hits) == (6, 6)
+    assert (t.model_calls, t.cache_hits) == (6, 6)  # how much faster that is: bench/teacher_bench.py
     assert [[c.text for c in r] for r in first] == [[c.text for c in r] for r in second]
-    assert t_second * 20 < t_first
 
 
 @pytest.mark.slow
@@ -214,3 +209,44 @@ def test_killed_run_keeps_every_finished_completion(tmp_path: Path) -> None:
     assert rerun.returncode == 0
     calls, hits = (int(x) for x in out.strip().splitlines()[-1].split()[1::2])
     assert hits == stored and calls == 2 * n_req - stored
+
+
+def _filled_cache(path: Path) -> None:
+    c = GenerationCache(path)
+    for i in range(300):
+        c.put(f"k{i}", "llama.cpp:abc", Completion("x" * 500))
+    c._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file, nothing in the WAL
+    c.close()
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "newer schema"])
+def test_a_damaged_cache_is_set_aside_never_a_traceback(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "c.sqlite"
+    _filled_cache(path)
+    if damage == "random bytes":
+        path.write_bytes(random.Random(0).randbytes(8192))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE schema_version SET version = 99")
+    before = path.read_bytes()
+    res = CliRunner().invoke(cache_cli, ["stats", "--path", str(path)], env={"COLUMNS": "60"})
+    assert res.exit_code == 0 and res.exception is None, res.output
+    assert "entries: 0" in res.output  # a fresh cache was started
+    aside = sorted(tmp_path.glob("c.sqlite.damaged-*"))
+    assert aside and aside[0].read_bytes() == before  # the damaged file is kept, untouched, for inspection
+    assert f"moved it to {aside[0]}" in res.output.replace("\n", " ")
+    # A run with that cache path goes on: the new cache works.
+    t = CachedTeacher(EchoTeacher(), GenerationCache(path))
+    assert t.generate([GenerationRequest(sampling=S, prompt="a")])[0][0].text
+
+
+@pytest.mark.parametrize("width", ["40", "80", "200"])
+def test_stats_output_reads_the_same_at_any_width(tmp_path: Path, width: str) -> None:
+    path = tmp_path / ("a-long-folder-name-" * 4) / "c.sqlite"
+    GenerationCache(path).put("k", "llama.cpp:abc", Completion("x", completion_tokens=11))
+    res = CliRunner().invoke(cache_cli, ["stats", "--path", str(path)], env={"COLUMNS": width, "TERM": "xterm"})
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert f"cache: {path}" in lines and any(line.startswith("entries: 1 ") for line in lines)

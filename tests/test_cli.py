@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -166,4 +167,26 @@ def test_dry_run_touches_nothing(tmp_path: Path, data_dir: Path) -> None:
     res = _cli("run", "--task", "trec", "--seed-size", "54", "--iterations", "3", "--out", str(out), "--dry-run")
     assert res.returncode == 0, res.stderr
     assert "54 rows" in res.stdout and "estimated time" in res.stdout
+    assert not out.exists()
+
+
+def test_bad_plans_fail_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    rows = [{"text": f"row number {i}", "label": "yes" if i % 2 else "no"} for i in range(50)]
+    (tmp_path / "mine" / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "mine" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:10]))
+    card = tmp_path / "mine.yaml"
+    card.write_text(_USER_CARD.format(dir=tmp_path / "mine", labels="{yes: yes, no: no}").replace(
+        "splits: {train: train.jsonl}", "splits: {train: train.jsonl, test: test.jsonl}"))
+    out = tmp_path / "run"
+    for flag in ([], ["--dry-run"]):
+        _assert_one_line_error(_cli("run", "--task", str(card), "--seed-size", "1000", "--out", str(out), *flag),
+                               "field 'seed_size'", "1000 rows", "train split has 50 rows")
+        _assert_one_line_error(_cli("run", "--task", str(card), "--seed-size", "5", "--holdout", "0.2", "--out",
+                                    str(out), *flag), "field 'holdout'", "1 held out")
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _assert_one_line_error(_cli("run", "--task", str(card), "--seed-size", "10", "--out", str(out), "--teacher-url",
+                                f"http://127.0.0.1:{port}/v1", "--teacher-model", "x"), "unreachable")
     assert not out.exists()

@@ -31,7 +31,9 @@ def stats(path: Path | None) -> None:
         console.print(f"cache: {p} (empty, not created yet)")
         return
     st = GenerationCache(p).stats()
-    console.print(f"cache: {st.path}  entries: {st.entries}  size: {st.size_bytes / 1e6:.2f} MB")
+    # One fact per line, never wrapped: a long path must not split "entries: N" at a narrow terminal.
+    console.print(f"cache: {st.path}", soft_wrap=True)
+    console.print(f"entries: {st.entries}  size: {st.size_bytes / 1e6:.2f} MB", soft_wrap=True)
     table = Table("model", "entries", "prompt tokens", "completion tokens", "generation s")
     for m in st.models:
         table.add_row(m.model, str(m.entries), str(m.prompt_tokens), str(m.completion_tokens), f"{m.seconds:.1f}")

@@ -11,6 +11,7 @@ from rich.table import Table
 from ..config import Settings, build_config, load_settings, resolve
 from ..errors import UserError
 from ..modelcards import load_model_card
+from ..recipe import holdout_size
 from ..store import CONFIG, RunStore
 from ..tasks import Task, load_task
 
@@ -76,8 +77,9 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
     out = Path(settings.out) if settings.out else _default_out(settings)
     settings.out = str(out)  # recorded in config.yaml; not part of the run's fingerprint
     console = Console()
+    plan = _plan(task, settings, out)  # a bad seed size or holdout fails here, before anything is written
     if dry_run:
-        console.print(_plan_table(task, settings, out))
+        _print_plan(console, plan)
         return
     from ..backends import make_student, make_teacher, teacher_cache_path
     from ..loop import Loop, check_task_has_test
@@ -85,16 +87,21 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
     from .progress import RichObserver
 
     check_task_has_test(task)
+    teacher = None
+    if settings.teacher_url:  # a wrong URL or model name fails now, in one line, before anything is written
+        teacher = make_teacher(settings)
     store = RunStore.open_for_run(out, settings)
     try:
         console.print(f"[bold]localaug[/bold] {task.name}: seed {settings.seed_size or settings.seed_fraction}, "
                       f"{settings.iterations} iterations -> {out}")
         student = make_student(settings.student, settings.student_settings)
         store.manifest["models"]["student"] = student.identity
+        if teacher is not None:
+            store.manifest["models"]["teacher"] = teacher.identity
         store.manifest["teacher_cache"] = str(teacher_cache_path(settings))
         store.save_manifest()
         with RichObserver(settings.iterations, console) as obs:
-            loop = Loop(task, settings, store, student, lambda: make_teacher(settings), obs)
+            loop = Loop(task, settings, store, student, lambda: teacher or make_teacher(settings), obs)
             result = loop.run()
         if loop.teacher_identity is not None:
             store.manifest["models"]["teacher"] = loop.teacher_identity
@@ -125,24 +132,33 @@ def _epochs(settings: Settings) -> float:
     return merge_overrides(load_model_card(settings.student).student, settings.student_settings).train.epochs
 
 
-def _plan_table(task: Task, settings: Settings, out: Path) -> Table:
+def _plan(task: Task, settings: Settings, out: Path) -> list[tuple[str, str]]:
+    """What a run would do, checked against the data before anything is written or trained."""
     pool = task.load_split("train")
     test = task.load_split("test")
     s = settings
     seed_n = s.seed_size or max(1, round((s.seed_fraction or 0) * len(pool)))
+    if seed_n > len(pool):
+        raise UserError(f"a seed set of {seed_n} rows was asked for, but the train split has {len(pool):,} rows "
+                        f"({task.split_path('train')})", field="seed_size")
+    held = holdout_size(seed_n, s.holdout)
     test_n = min(len(test), s.test_size or len(test))
     # The held-out recipe trains one more student at the end (the final model, on all seeds).
-    est = _estimate_seconds(seed_n, seed_n, test_n, s.iterations + (1 if s.holdout else 0), _epochs(s))
-    table = Table(title="localaug run --dry-run (nothing was written)", show_header=False)
-    for k, v in [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
-                 ("seed set", f"{seed_n} rows (seed {s.seed})"), ("test set", f"{test_n} rows"),
-                 ("iterations", str(s.iterations)), ("per wrong example", str(s.per_wrong)),
-                 ("recipe", f"{s.recipe} (shots {s.shots}, verify {s.verify}, holdout {s.holdout})"),
-                 ("student", s.student), ("teacher", s.teacher_url or s.teacher),
-                 ("eval", task.eval_mode(s.eval_mode)), ("run dir", str(out)),
-                 ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]:
-        table.add_row(k, v)
-    return table
+    est = _estimate_seconds(seed_n, seed_n, test_n, s.iterations + (1 if held else 0), _epochs(s))
+    return [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
+            ("seed set", f"{seed_n} rows (seed {s.seed})" + (f", {held} of them held out" if held else "")),
+            ("test set", f"{test_n} rows"), ("iterations", str(s.iterations)), ("per wrong example", str(s.per_wrong)),
+            ("recipe", f"{s.recipe} (shots {s.shots}, verify {s.verify}, holdout {s.holdout})"),
+            ("student", s.student), ("teacher", s.teacher_url or s.teacher),
+            ("eval", task.eval_mode(s.eval_mode)), ("run dir", str(out)),
+            ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]
+
+
+def _print_plan(console: Console, plan: list[tuple[str, str]]) -> None:
+    console.print("[bold]localaug run --dry-run[/bold] (nothing was written)")
+    width = max(len(k) for k, _ in plan)
+    for k, v in plan:  # one line each, never wrapped: readable and greppable at any terminal width
+        console.print(f"  {k:<{width}}  {v}", soft_wrap=True, highlight=False)
 
 
 @click.command()

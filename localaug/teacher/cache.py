@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -95,6 +96,10 @@ class CacheStats:
     models: list[ModelStats]
 
 
+class _Unusable(Exception):
+    """A cache file that opens but cannot be used (failed integrity check, newer schema)."""
+
+
 class GenerationCache:
     """The SQLite file. One connection per (process, thread); safe to share the object across threads."""
 
@@ -103,7 +108,26 @@ class GenerationCache:
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._init_schema()
+        self.set_aside: Path | None = None  # where a damaged cache file was moved, if one was
+        try:
+            self._init_schema()
+        except (sqlite3.DatabaseError, _Unusable) as e:
+            # The cache is derived data: a damaged one must never stop a run. Keep it for inspection.
+            self._set_aside(f"{type(e).__name__}: {e}")
+            self._init_schema()
+
+    def _set_aside(self, why: str) -> None:
+        self.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                Path(f"{self.path}{suffix}").rename(f"{moved}{suffix}")
+            except FileNotFoundError:  # no such side file, or another process moved it first
+                pass
+        self.set_aside = moved
+        sys.stderr.write(f"localaug: the teacher cache {self.path} is not usable ({why}); "
+                         f"moved it to {moved} and started a new one\n")
 
     def _conn(self) -> sqlite3.Connection:
         c: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -116,6 +140,9 @@ class GenerationCache:
 
     def _init_schema(self) -> None:
         c = self._conn()
+        ok = c.execute("PRAGMA quick_check(1)").fetchone()  # bytes that are no database fail right here
+        if ok is None or ok[0] != "ok":
+            raise _Unusable(f"integrity check says {ok[0] if ok else 'nothing'}")
         for attempt in range(50):  # switching to WAL needs a moment without other writers
             try:
                 c.execute("PRAGMA journal_mode = WAL")
@@ -131,6 +158,9 @@ class GenerationCache:
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             else:
                 version = int(row[0])
+                if version > SCHEMA_VERSION:
+                    raise _Unusable(f"written by a newer localaug (cache schema {version}, this one reads "
+                                    f"{SCHEMA_VERSION})")
                 while version < SCHEMA_VERSION:
                     for stmt in _split(_MIGRATIONS[version]):
                         c.execute(stmt)
