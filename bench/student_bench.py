@@ -10,7 +10,7 @@ Parts:
             baseline (model(labels=...), random batches), on mixed-length TREC rows
   eval      TREC test: likelihood scoring vs generate-and-parse, with an adapter tuned on 50 rows
   iteration peak RSS and wall time of one LLM2LLM iteration: train 50 rows + eval seed 50 + eval test
-Data: $LOCALAUG_DATA_DIR/trec (default /work/shared/data).
+Data: $LOCALAUG_DATA_DIR/trec (default: ../shared/data next to the repo, as the tests).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PROMPT = "Question: {}\nAnswer type:"
 
 
 def _rows(name: str) -> list[dict[str, Any]]:
-    d = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data")) / "trec"
+    d = Path(os.environ.get("LOCALAUG_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "trec"
     with open(d / name, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 

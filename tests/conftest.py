@@ -14,8 +14,11 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The benchmark data; every test that reads it takes this fixture, so a missing folder fails them all the
+    same way, with one clear message."""
     if not (DATA_DIR / "trec" / "train.jsonl").exists():
-        pytest.fail(f"shared data not found at {DATA_DIR}; set LOCALAUG_DATA_DIR")
+        pytest.fail(f"benchmark data not found at {DATA_DIR}: set LOCALAUG_DATA_DIR to the folder holding "
+                    "trec/, snips/, sst2/, gsm8k/ and casehold/")
     return DATA_DIR

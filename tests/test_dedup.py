@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -18,16 +17,12 @@ from localaug.dedup import DedupConfig, DedupIndex, Verdict
 from localaug.dedup.text import jaccard, lcs_length, normalise, rouge_l, shingle_set
 from localaug.errors import UserError
 
-DATA = Path(os.environ.get("LOCALAUG_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))  # as conftest
 NUM = re.compile(r"\d+")
 
 
-def _read(rel: str, field: str, n: int | None = None) -> list[str]:
-    path = DATA / rel
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
+def _read(data_dir: Path, rel: str, field: str, n: int | None = None) -> list[str]:
     out = []
-    with open(path, encoding="utf-8") as f:
+    with open(data_dir / rel, encoding="utf-8") as f:
         for line in f:
             out.append(json.loads(line)[field])
             if n is not None and len(out) >= n:
@@ -36,18 +31,18 @@ def _read(rel: str, field: str, n: int | None = None) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trec() -> list[str]:
-    return _read("trec/train.jsonl", "text", 1500)
+def trec(data_dir: Path) -> list[str]:
+    return _read(data_dir, "trec/train.jsonl", "text", 1500)
 
 
 @pytest.fixture(scope="module")
-def gsm_train() -> list[str]:
-    return _read("gsm8k/train.jsonl", "question", 1500)
+def gsm_train(data_dir: Path) -> list[str]:
+    return _read(data_dir, "gsm8k/train.jsonl", "question", 1500)
 
 
 @pytest.fixture(scope="module")
-def gsm_test() -> list[str]:
-    return _read("gsm8k/test.jsonl", "question")
+def gsm_test(data_dir: Path) -> list[str]:
+    return _read(data_dir, "gsm8k/test.jsonl", "question")
 
 
 def _change_numbers(text: str) -> str:
@@ -311,16 +306,16 @@ def test_dedup_command(tmp_path: Path, gsm_test: list[str]) -> None:
     assert isinstance(res.exception, UserError) and "nope" in str(res.exception)
 
 
-def test_dedup_command_with_a_task(tmp_path: Path) -> None:
+def test_dedup_command_with_a_task(tmp_path: Path, data_dir: Path) -> None:
     from localaug.cli.dedup import dedup
 
-    test_rows = _read("trec/test.jsonl", "text", 20)
+    test_rows = _read(data_dir, "trec/test.jsonl", "text", 20)
     gen = tmp_path / "gen.jsonl"
     gen.write_text(json.dumps({"text": test_rows[2].lower(), "label": "DESC"}) + "\n"
                    + json.dumps({"text": "Who painted the ceiling of a small chapel in Lisbon ?", "label": "HUM"})
                    + "\n", encoding="utf-8")
     out = tmp_path / "verdicts.jsonl"
-    res = CliRunner().invoke(dedup, ["--task", "trec", "--data-dir", str(DATA), str(gen), "--top", "3",
+    res = CliRunner().invoke(dedup, ["--task", "trec", "--data-dir", str(data_dir), str(gen), "--top", "3",
                                      "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "contaminated" in res.output and "test.jsonl" in res.output

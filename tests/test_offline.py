@@ -66,3 +66,24 @@ def test_whole_run_with_real_models_makes_no_network_attempt(tmp_path: Path) -> 
     assert manifest["finished"] is True
     assert "llama.cpp" in manifest["models"].get("teacher", "") or manifest.get("stopped_early")
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "accuracy.png").exists()
+
+
+HYGIENE = r"""
+import json, os, sys
+import localaug  # first: it must set the switches before any hub library is imported
+import datasets.config, huggingface_hub, huggingface_hub.constants as hub, transformers.utils.hub as th
+print(json.dumps({"hub_offline": huggingface_hub.is_offline_mode(), "hub_telemetry_off": hub.HF_HUB_DISABLE_TELEMETRY,
+                  "hub_implicit_token_off": hub.HF_HUB_DISABLE_IMPLICIT_TOKEN,
+                  "transformers_offline": th.is_offline_mode(), "datasets_offline": datasets.config.HF_DATASETS_OFFLINE,
+                  "do_not_track": os.environ.get("DO_NOT_TRACK")}))
+"""
+
+
+def test_hub_switches_are_set_before_the_hub_libraries_are_imported() -> None:
+    # A user's environment that asks for the opposite must not win.
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "0"}
+    res = subprocess.run([sys.executable, "-c", HYGIENE], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen == {"hub_offline": True, "hub_telemetry_off": True, "hub_implicit_token_off": True,
+                    "transformers_offline": True, "datasets_offline": True, "do_not_track": "1"}, seen

