@@ -104,14 +104,16 @@ class GenerationRequest:
     """Either a raw completion `prompt` (base models) or chat `messages` (instruction models).
 
     `n` samples are drawn; sample i uses seed `sampling.seed + i` so that each sample is reproducible
-    and cacheable on its own. `json_schema`, when given, asks backends that can for constrained output.
+    and cacheable on its own. `choices`, when given, asks for a completion that is exactly one of these
+    strings (the verifier's label words): backends constrain decoding where they can; callers still
+    check the text, since a server may ignore the constraint.
     """
 
     sampling: Sampling
     prompt: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs
     n: int = 1
-    json_schema: dict[str, Any] | None = None
+    choices: tuple[str, ...] | None = None
 
 
 @dataclass

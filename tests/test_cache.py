@@ -62,7 +62,7 @@ def test_hits_misses_and_sample_seeds(tmp_path: Path) -> None:
     k = generation_key("echo:v1", reqs[0], 0)
     assert k != generation_key("echo:v2", reqs[0], 0)
     assert k != generation_key("echo:v1", reqs[0], 1)
-    assert k != generation_key("echo:v1", GenerationRequest(sampling=S, prompt="a", json_schema={}), 0)
+    assert k != generation_key("echo:v1", GenerationRequest(sampling=S, prompt="a", choices=(" x",)), 0)
     assert k != generation_key("echo:v1", GenerationRequest(sampling=Sampling(max_tokens=9, seed=5),
                                                             prompt="a"), 0)
     assert k != generation_key("echo:v1", GenerationRequest(sampling=S, messages=(("user", "a"),)), 0)

@@ -97,18 +97,18 @@ def test_same_greedy_text_as_in_process(server: tuple[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_json_schema_and_chat_with_response_format(server: tuple[str, str]) -> None:
+def test_choices_go_to_the_server_as_a_grammar_and_chat_works(server: tuple[str, str]) -> None:
     url, model = server
     t = build_teacher(url=url, model=model, chat_template=False)
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
-              "required": ["city"]}
-    s = Sampling(temperature=0.5, max_tokens=24, seed=1)
-    comp = t.generate([GenerationRequest(sampling=s, prompt="A city, as JSON:\n", json_schema=schema)])[0][0]
-    assert set(json.loads(comp.text)) == {"city"}
+    choices = (" location", " number")
+    s = Sampling(temperature=1.0, max_tokens=8, seed=1)
+    reqs = [GenerationRequest(sampling=s, prompt=f"Question: {q} ?\nAnswer type:", choices=choices, n=3)
+            for q in ("Where is Rome", "How many legs has a spider")]
+    assert all(c.text in choices for r in t.generate(reqs) for c in r)  # llama_cpp.server honours the grammar
     # Chat goes to /v1/chat/completions (llama_cpp.server falls back to a generic chat format).
-    chat = t.generate([GenerationRequest(sampling=s, messages=(("user", "Name a city as JSON."),),
-                                         json_schema=schema)])[0][0]
-    assert set(json.loads(chat.text)) == {"city"}
+    chat = t.generate([GenerationRequest(sampling=s, messages=(("user", "Where is Rome? Say location or number."),),
+                                         choices=choices)])[0][0]
+    assert chat.text in choices
 
 
 @pytest.mark.slow
@@ -177,7 +177,7 @@ class _Flaky(BaseHTTPRequestHandler):
                          "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
 
 
-def test_retries_with_backoff_then_succeeds_and_sends_openai_schema_fields() -> None:
+def test_retries_with_backoff_then_succeeds_and_sends_the_choice_constraint() -> None:
     _Flaky.hits = []
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     th = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -186,11 +186,11 @@ def test_retries_with_backoff_then_succeeds_and_sends_openai_schema_fields() -> 
         url = f"http://127.0.0.1:{srv.server_address[1]}"  # no /v1: added
         t = HttpTeacher(url, "m", backoff_s=0.05)
         assert t.base_url.endswith("/v1") and t.structured == "openai"
-        schema = {"type": "object"}
-        out = t.generate([GenerationRequest(sampling=Sampling(max_tokens=3), prompt="x", json_schema=schema)])
+        out = t.generate([GenerationRequest(sampling=Sampling(max_tokens=3), prompt="x", choices=(" a", ' "b"'))])
         assert out[0][0].text == "ok" and len(_Flaky.hits) == 3
         sent = json.loads(_Flaky.hits[-1])
-        assert sent["response_format"]["json_schema"]["schema"] == schema and sent["json_schema"] == schema
+        # vLLM reads guided_choice, llama-server a GBNF grammar; each ignores the other's field.
+        assert sent["guided_choice"] == [" a", ' "b"'] and sent["grammar"] == 'root ::= " a" | " \\"b\\""'
         no_retry = HttpTeacher(url, "m", retries=0, backoff_s=0.01)
         _Flaky.hits = ["x", "y"]  # past the failures
         assert no_retry.generate([GenerationRequest(sampling=Sampling(), prompt="y")])[0][0].text == "ok"

@@ -1,7 +1,7 @@
 """A content-addressed SQLite cache of teacher generations, and the Teacher wrapper that uses it.
 
 Key = sha256 over (backend kind, model identity, prompt or messages, sampling settings with the
-sample's own seed, json_schema). Sample i of a request uses seed `sampling.seed + i` (the protocol's
+sample's own seed, choices). Sample i of a request uses seed `sampling.seed + i` (the protocol's
 rule), so the effective seed stands for the sample index: sample 2 of a request with seed 0 and
 sample 0 of the same request with seed 2 are the same generation, and share one entry.
 
@@ -68,12 +68,12 @@ def model_key(teacher: Any) -> str:
 def generation_key(model: str, req: GenerationRequest, sample_index: int) -> str:
     sampling = replace(req.sampling, seed=req.sampling.seed + sample_index)
     payload = {
-        "v": 1,
+        "v": 2,
         "model": model,
         "prompt": req.prompt,
         "messages": [list(m) for m in req.messages] if req.messages is not None else None,
         "sampling": sampling.key(),
-        "json_schema": req.json_schema,
+        "choices": list(req.choices) if req.choices is not None else None,
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -44,3 +44,11 @@ def run_stream(
     if missing:  # a backend bug, not a user error
         raise RuntimeError(f"teacher backend returned no completion for {len(missing)} samples")
     return [[c for c in o if c is not None] for o in out]
+
+
+def choice_grammar(choices: Sequence[str]) -> str:
+    """A GBNF grammar whose only sentences are `choices` (llama.cpp, llama-server, llama_cpp.server)."""
+    def literal(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    return "root ::= " + " | ".join(literal(c) for c in choices)

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from ..errors import UserError
 from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
-from .common import iter_jobs, run_stream
+from .common import choice_grammar, iter_jobs, run_stream
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -40,7 +40,7 @@ class HttpTeacher:
         connect_timeout_s: float = 5.0,
         retries: int = 4,
         backoff_s: float = 0.5,
-        structured: str = "auto",  # auto | openai | llama_cpp_python | none
+        structured: str = "auto",  # auto | openai | llama_cpp_python | none: how `choices` is sent
         check: bool = True,
     ) -> None:
         u = urlparse(base_url)
@@ -84,7 +84,7 @@ class HttpTeacher:
             )
         owners = {str(m.get("owned_by", "")) for m in data if isinstance(m, dict)}
         if self.structured == "auto":
-            # llama_cpp.server lists its models as owned by "me" and takes GBNF grammars, not json_schema.
+            # llama_cpp.server lists its models as owned by "me"; it takes a GBNF grammar, nothing else.
             self.structured = "llama_cpp_python" if owners == {"me"} else "openai"
 
     # ------------------------------------------------------------------ Teacher protocol
@@ -130,8 +130,8 @@ class HttpTeacher:
             body["messages"] = [{"role": r, "content": c} for r, c in req.messages]
         else:
             body["prompt"] = req.prompt
-        if req.json_schema is not None:
-            body.update(self._structured_fields(req.json_schema, chat))
+        if req.choices is not None:
+            body.update(self._constraint(req.choices))
         t0 = time.perf_counter()
         out = self._request("POST", "/chat/completions" if chat else "/completions", body,
                             timeout=self.timeout_s, retries=self.retries)
@@ -151,23 +151,15 @@ class HttpTeacher:
             seconds=time.perf_counter() - t0,
         )
 
-    def _structured_fields(self, schema: dict[str, Any], chat: bool) -> dict[str, Any]:
+    def _constraint(self, choices: tuple[str, ...]) -> dict[str, Any]:
+        """Ask the server to answer with one of `choices`. llama-server and llama_cpp.server read a GBNF
+        `grammar`; vLLM reads `guided_choice`; each ignores the other's field. A server that reads neither
+        answers freely, and the caller reads the label from the text (docs/teachers.md)."""
         if self.structured == "none":
             return {}
-        if self.structured == "llama_cpp_python":
-            if chat:
-                return {"response_format": {"type": "json_object", "schema": schema}}
-            from llama_cpp.llama_grammar import json_schema_to_gbnf  # pure Python, no model load
-
-            return {"grammar": json_schema_to_gbnf(json.dumps(schema))}
-        # OpenAI / vLLM / llama-server: response_format json_schema on both endpoints;
-        # llama-server also reads `json_schema` on /completions.
-        fields: dict[str, Any] = {
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "example", "schema": schema, "strict": True}},
-        }
-        if not chat:
-            fields["json_schema"] = schema
+        fields: dict[str, Any] = {"grammar": choice_grammar(choices)}
+        if self.structured == "openai":
+            fields["guided_choice"] = list(choices)
         return fields
 
     # ------------------------------------------------------------------ transport

@@ -13,7 +13,6 @@ bench/README.md "Teacher").
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -25,7 +24,7 @@ from ..errors import UserError
 from ..files import sha256_file
 from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
 from .batch import MIN_P, TOP_K, TYPICAL_P, BatchDecoder, Job
-from .common import iter_jobs, run_stream
+from .common import choice_grammar, iter_jobs, run_stream
 
 
 class LlamaCppTeacher:
@@ -94,18 +93,17 @@ class LlamaCppTeacher:
                     plain.append((ri, si, req, sampling))
             if plain:
                 jobs = []
-                grammars: dict[str, tuple[bytes, bytes]] = {}
+                grammars: dict[tuple[str, ...], tuple[bytes, bytes]] = {}
                 for k, (_, _, req, s) in enumerate(plain):
                     toks = self._tokens(req)
                     # create_completion's rule: <= 0 means "to the end of the context", and never past it.
                     room = self.n_ctx - len(toks)
                     g = None
-                    if req.json_schema is not None:
-                        key = json.dumps(req.json_schema, sort_keys=True)
-                        if key not in grammars:
-                            lg = _grammar(req.json_schema)
-                            grammars[key] = (lg._grammar.encode("utf-8"), lg._root.encode("utf-8"))
-                        g = grammars[key]
+                    if req.choices is not None:
+                        if req.choices not in grammars:
+                            lg = _grammar(req.choices)
+                            grammars[req.choices] = (lg._grammar.encode("utf-8"), lg._root.encode("utf-8"))
+                        g = grammars[req.choices]
                     jobs.append(Job(k, toks, s, room if s.max_tokens <= 0 else min(s.max_tokens, room), g))
                 for k, comp in self.decoder.decode(jobs):
                     self.model_calls += 1
@@ -150,7 +148,7 @@ class LlamaCppTeacher:
     # ------------------------------------------------------------------ sequential path
 
     def _generate_one(self, req: GenerationRequest, s: Sampling) -> Completion:
-        grammar = _grammar(req.json_schema) if req.json_schema is not None else None
+        grammar = _grammar(req.choices) if req.choices is not None else None
         t0 = time.perf_counter()
         out = self.llm.create_completion(
             self._tokens(req), max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
@@ -185,7 +183,7 @@ class LlamaCppTeacher:
             pass
 
 
-def _grammar(schema: dict[str, Any]) -> Any:
+def _grammar(choices: Sequence[str]) -> Any:
     from llama_cpp import LlamaGrammar
 
-    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    return LlamaGrammar.from_string(choice_grammar(choices), verbose=False)
