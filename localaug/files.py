@@ -90,34 +90,52 @@ _hash_lock = threading.Lock()
 _hash_memo: dict[tuple[str, int, int], str] = {}
 
 
+def _memo_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record the hash of a file localaug just wrote (and hashed while writing), so it is never re-read."""
+    key = _memo_key(path)
+    with _hash_lock:
+        _hash_memo[key] = digest
+        _save_memo(f"{key[0]}|{key[1]}|{key[2]}", digest)
+
+
+def _load_memo() -> dict[str, str]:
+    try:
+        disk = json.loads((cache_dir() / "file_hashes.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return disk if isinstance(disk, dict) else {}  # a damaged memo is derived data: start a new one
+
+
+def _save_memo(disk_key: str, digest: str) -> None:
+    disk = _load_memo()
+    disk[disk_key] = digest
+    try:  # best effort: a read-only cache folder only costs a re-hash next time
+        atomic_write_text(cache_dir() / "file_hashes.json", json.dumps(disk, indent=0))
+    except OSError:
+        pass
+
+
 def sha256_file(path: Path) -> str:
     """sha256 of a (large) file, remembered by (path, mtime, size) in memory and in the cache folder.
 
     Hashing a 1 GB GGUF takes seconds; model cards are loaded several times per run."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    key = _memo_key(path)
     with _hash_lock:
         if key in _hash_memo:
             return _hash_memo[key]
-        memo_file = cache_dir() / "file_hashes.json"
         disk_key = f"{key[0]}|{key[1]}|{key[2]}"
-        try:
-            disk: dict[str, str] = json.loads(memo_file.read_text())
-        except (OSError, ValueError):
-            disk = {}
-        if not isinstance(disk, dict):  # a damaged memo is derived data: start a new one
-            disk = {}
-        digest = disk.get(disk_key)
+        digest = _load_memo().get(disk_key)
         if digest is None:
             h = hashlib.sha256()
             with path.open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             digest = h.hexdigest()
-            disk[disk_key] = digest
-            try:  # best effort: a read-only cache folder only costs a re-hash next time
-                atomic_write_text(memo_file, json.dumps(disk, indent=0))
-            except OSError:
-                pass
+            _save_memo(disk_key, digest)
         _hash_memo[key] = digest
         return digest

@@ -20,17 +20,27 @@ from .schema import Strict, load_yaml_model
 DEFAULT_MODEL = "gemma3-270m"
 
 
+class GgufParts(Strict):
+    """A GGUF shipped on PyPI in pieces, one package each (see gguf_parts.py)."""
+
+    packages: list[str] = Field(min_length=1, description="import names of the part packages, in order")
+    size: int = Field(gt=0, description="bytes of the joined file")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    install: str = Field(description="the command that installs the parts, for error messages")
+
+
 class Source(Strict):
     """Where the weights are: exactly one key."""
 
     gguf_package: str | None = Field(None, description="a Python package whose assemble() returns a GGUF path")
+    gguf_parts: GgufParts | None = None
     gguf_path: str | None = None
     hf_path: str | None = Field(None, description="a local Hugging Face folder with *.safetensors")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
         if len(self.model_dump(exclude_none=True)) != 1:
-            raise ValueError("give exactly one of gguf_package, gguf_path, hf_path")
+            raise ValueError("give exactly one of gguf_package, gguf_parts, gguf_path, hf_path")
         return self
 
 
@@ -103,7 +113,13 @@ class ModelCard(Strict):
                     file=self.path, field="source.gguf_package",
                 ) from None
             return Path(mod.assemble())
-        raise UserError("card has no GGUF source (gguf_path or gguf_package)", file=self.path, field="source")
+        if src.gguf_parts is not None:
+            from .gguf_parts import assemble
+
+            parts = src.gguf_parts
+            return assemble(self.name or "model", parts.packages, parts.size, parts.sha256, parts.install, self.path)
+        raise UserError("card has no GGUF source (gguf_path, gguf_package or gguf_parts)", file=self.path,
+                        field="source")
 
 
 def builtin_card_names() -> list[str]:
