@@ -11,7 +11,7 @@ import pytest
 
 from localaug.augment import Target, augment
 from localaug.tasks import load_task
-from localaug.tasks.kinds import final_answer, wrong_calculations
+from localaug.tasks.maths import final_answer, wrong_calculations
 from localaug.teacher.cache import CachedTeacher, GenerationCache
 
 pytestmark = pytest.mark.slow

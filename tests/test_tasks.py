@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from localaug.data import sample_seed
 from localaug.protocols import EvalResult
 from localaug.tasks import builtin_task_names, load_task
-from localaug.tasks.kinds import final_answer, predicted_number, wrong_calculations
+from localaug.tasks.maths import final_answer, predicted_number, wrong_calculations
 
 EXPECTED_ROWS = {
     "gsm8k": {"train": 7473, "test": 1319},

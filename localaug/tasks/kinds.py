@@ -7,16 +7,12 @@ templates over these fields, so a new task is a YAML card, never new code.
 
 from __future__ import annotations
 
-import ast
-import operator
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-
-NUMBER_RE = re.compile(r"-?[\d,]*\.?\d+")
-CALCULATION_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # GSM8K calculator annotations <<expression=result>>
+from .maths import CALCULATION_RE, final_answer, normalise_solution, numbers_equal, predicted_number, wrong_calculations
 
 
 @dataclass(frozen=True)
@@ -255,7 +251,7 @@ class Math(Kind):
 
     def from_fields(self, parsed, seed, labels):
         question = parsed.get("question", "").strip()
-        answer = parsed.get("answer", "").strip()
+        answer = normalise_solution(parsed.get("answer", ""))
         if not question:
             return None, "parse: empty question"
         if final_answer(answer) is None:
@@ -288,79 +284,3 @@ class Math(Kind):
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (Classification(), MultipleChoice(), Math())}
-
-
-# --------------------------------------------------------------------------- math helpers
-
-
-def _clean_number(s: str) -> str:
-    return s.replace(",", "").replace("$", "").strip().rstrip(".")
-
-
-def final_answer(answer: str) -> str | None:
-    """The number after '####' (GSM8K's convention), commas and '$' stripped."""
-    m = re.search(r"####\s*\$?\s*(-?[\d,]*\.?\d+)", answer)
-    return _clean_number(m.group(1)) if m else None
-
-
-def predicted_number(output: str) -> str | None:
-    """As the reference code: the '####' answer if present, else the last number in the output."""
-    fa = final_answer(output)
-    if fa is not None:
-        return fa
-    nums = NUMBER_RE.findall(output.replace("$", ""))
-    nums = [n for n in nums if any(c.isdigit() for c in n)]
-    return _clean_number(nums[-1]) if nums else None
-
-
-def numbers_equal(a: str, b: str) -> bool:
-    try:
-        return abs(float(_clean_number(a)) - float(_clean_number(b))) < 1e-6
-    except ValueError:
-        return False
-
-
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.Pow: operator.pow, ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv}
-
-
-def safe_eval(expr: str) -> float:
-    """Evaluate + - * / ** % // on numbers only (no names, no calls): the calculator annotations."""
-    expr = expr.replace(",", "").replace("$", "").replace("x", "*").replace("×", "*").replace("÷", "/")
-
-    def ev(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return float(node.value)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 64:
-                raise ValueError("exponent too large")
-            return _OPS[type(node.op)](left, right)
-        raise ValueError("not arithmetic")
-
-    if len(expr) > 200:
-        raise ValueError("expression too long")
-    return ev(ast.parse(expr.strip(), mode="eval"))
-
-
-def wrong_calculations(answer: str) -> list[str]:
-    """Calculator annotations `<<a*b=c>>` whose result does not match their expression."""
-    bad = []
-    for expr, result in CALCULATION_RE.findall(answer):
-        try:
-            want = safe_eval(expr)
-            got = float(_clean_number(result))
-        except (ValueError, SyntaxError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
-            bad.append(f"cannot check <<{expr}={result}>>")
-            continue
-        # The written result may be rounded to the precision it shows (GSM8K writes 10/3=3.33).
-        shown = _clean_number(result)
-        decimals = len(shown.split(".")[1]) if "." in shown else 0
-        if abs(want - got) > max(0.5 * 10.0**-decimals, 1e-9 * abs(want)):
-            bad.append(f"<<{expr}={result}>> should be {want:g}")
-    return bad
