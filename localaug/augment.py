@@ -14,6 +14,7 @@ from typing import Any
 
 from .protocols import GenerationRequest, ProgressFn, Teacher
 from .tasks import Example, Task
+from .tasks.prompts import TeacherPrompt
 
 
 @dataclass
@@ -33,11 +34,19 @@ class Candidates:
     completions: int = 0
     completion_tokens: int = 0
     cached: int = 0
+    repeats: int = 0  # parsed samples that repeated an earlier sample for the same seed example
     seconds: float = 0.0  # generation time of the completions (cached ones: when they were made)
 
     @property
     def parse_failure_rate(self) -> float:
-        return len(self.rejected) / self.completions if self.completions else 0.0
+        """Completions that did not parse (repeats of an earlier sample parsed, and do not count here)."""
+        return (len(self.rejected) - self.repeats) / self.completions if self.completions else 0.0
+
+    @property
+    def repeat_rate(self) -> float:
+        """Of the parsed samples, the share that repeated an earlier sample for the same seed example."""
+        parsed = len(self.accepted) + self.repeats
+        return self.repeats / parsed if parsed else 0.0
 
 
 def request_seed(run_seed: int, iteration: int, example_id: str, attempt: int) -> int:
@@ -79,34 +88,50 @@ def augment(
     for attempt in range(max_retries + 1):
         if not pending:
             break
-        built, requests = [], []
+        built: list[list[TeacherPrompt]] = []
+        requests: list[GenerationRequest] = []
         for t in pending:
             rseed = request_seed(run_seed, iteration, t.example.id, attempt)
-            tp = prompts.for_target(t.example, t.prediction, pool, shots, rseed)
-            built.append(tp)
-            requests.append(request(teacher, tp.prompt, tp.messages, sampling=prompts.sampling(rseed), n=per_wrong))
+            if shots > 0:
+                # One prompt per sample, each listing its own draw of seed examples: samples of one
+                # unchanged prompt repeat each other far more often (the same question twice in three).
+                tps = [prompts.for_target(t.example, t.prediction, pool, shots, rseed + k) for k in range(per_wrong)]
+                reqs = [request(teacher, tp.prompt, tp.messages, sampling=prompts.sampling(rseed + k))
+                        for k, tp in enumerate(tps)]
+            else:  # the paper's prompt: one prompt, n samples
+                tps = [prompts.for_target(t.example, t.prediction, pool, 0, rseed)] * per_wrong
+                reqs = [request(teacher, tps[0].prompt, tps[0].messages, sampling=prompts.sampling(rseed),
+                                n=per_wrong)]
+            built.append(tps)
+            requests += reqs
 
         def round_progress(d: int, n: int, info: dict[str, Any], _base: int = done) -> None:
             if progress:
                 progress(min(_base + d, total), total,
                          dict(info, accepted=len(result.accepted), rejected=len(result.rejected)))
 
-        outputs = teacher.generate(requests, progress=round_progress)
+        outputs = [c for comps in teacher.generate(requests, progress=round_progress) for c in comps]
         still_pending = []
-        for t, tp, comps in zip(pending, built, outputs, strict=True):
+        for j, (t, tps) in enumerate(zip(pending, built, strict=True)):
+            seen: set[str] = set()
             got_one = False
-            for k, comp in enumerate(comps):
+            for k, (tp, comp) in enumerate(zip(tps, outputs[j * per_wrong:(j + 1) * per_wrong], strict=True)):
                 result.completions += 1
                 result.completion_tokens += comp.completion_tokens
                 result.cached += int(comp.cached)
                 result.seconds += comp.seconds
                 # The completion continues `prefix` (e.g. "New question: "); chat replies restate it.
                 data, reason = prompts.parse(comp.text, t.example, tp.prefix, tp.template)
+                key = " ".join(task.kind.dedup_text(data).lower().split()) if data is not None else ""
+                if data is not None and key in seen:
+                    data, reason = None, "repeat: the same text as an earlier sample for this seed example"
+                    result.repeats += 1
                 if data is None:
                     result.rejected.append({"seed_id": t.example.id, "iteration": iteration,
                                             "attempt": attempt, "sample": k, "reason": reason,
                                             "text": comp.text[:2000], "finish_reason": comp.finish_reason})
                     continue
+                seen.add(key)
                 got_one = True
                 new_id = f"aug{iteration:02d}-{t.example.id}-a{attempt}s{k}"
                 result.accepted.append(Example(new_id, data, {

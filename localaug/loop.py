@@ -38,6 +38,7 @@ from .tasks import Example, Judged, Task
 
 
 class Observer(Protocol):
+    def note(self, message: str) -> None: ...
     def stage_start(self, iteration: int, stage: str, total: int) -> None: ...
     def progress(self, done: int, total: int, info: dict[str, Any]) -> None: ...
     def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None: ...
@@ -45,6 +46,9 @@ class Observer(Protocol):
 
 
 class NullObserver:
+    def note(self, message: str) -> None:
+        pass
+
     def stage_start(self, iteration: int, stage: str, total: int) -> None:
         pass
 
@@ -95,11 +99,14 @@ class Loop:
         seed, held, test = self.prepare()
         n = self.settings.iterations
         result = LoopResult()
+        self.recipe.preflight(seed)                                 # can this teacher label the task at all?
         data = list(seed)  # D_0 = the seed set (without the held-out seeds)
         for i in range(n):
             row, data, stop = self.iteration(i, data, seed, test, last=i == n - 1)
             row["seconds"] = self.store.stage_seconds(iter_dir(i))
             self.store.set_iteration(i, **row)
+            if i == 0:
+                self.recipe.compare_teacher_and_student(row)
             self.obs.iteration_end(i, row)
             result.iterations.append(row)
             if stop:
@@ -216,7 +223,8 @@ class Loop:
             self.store.write_jsonl(f"{d}/rejected_parse.jsonl", res.rejected)
             return {"wrong": len(targets), "requested": len(targets) * s.per_wrong, "completions": res.completions,
                     "parsed": len(res.accepted), "parse_rejected": len(res.rejected),
-                    "parse_failure_rate": round(res.parse_failure_rate, 4), "cached": res.cached,
+                    "parse_failure_rate": round(res.parse_failure_rate, 4), "repeats": res.repeats,
+                    "repeat_rate": round(res.repeat_rate, 4), "cached": res.cached,
                     "completion_tokens": res.completion_tokens, "teacher": self.teacher.identity}
 
         self.stage(i, "augment", len(targets) * s.per_wrong, work)

@@ -21,12 +21,15 @@ from .errors import UserError
 from .failpoints import halfway
 from .store import iter_dir
 from .tasks import Example, Judged
-from .verify import verify_with_teacher
+from .verify import teacher_accuracy, verify_with_teacher
 
 if TYPE_CHECKING:
     from .loop import Loop
 
+FINAL, PREFLIGHT = -1, -2  # the iteration numbers the final model's and the preflight's stages report
+
 FINAL_DIR = "final"
+PREFLIGHT_DIR = "preflight"
 
 
 def select_iteration(holdout_correct: list[int]) -> int:
@@ -86,10 +89,57 @@ class Recipe:
         kept = select_iteration([int(r["holdout_correct"]) for r in rows])
         added = [e for k in range(kept) for e in store.read_examples(f"{iter_dir(k)}/augment.jsonl")]
         data = store.read_examples("seed.jsonl") + added
-        loop.train(-1, data, folder=FINAL_DIR)
-        on_test = loop.evaluate(-1, "test", test, folder=FINAL_DIR)
+        loop.train(FINAL, data, folder=FINAL_DIR)
+        on_test = loop.evaluate(FINAL, "test", test, folder=FINAL_DIR)
         return {"kept_iteration": kept, "train_size": len(data), "added": len(added),
                 "test_accuracy": on_test.accuracy, "holdout_accuracy": [r["holdout_accuracy"] for r in rows]}
+
+    # ------------------------------------------------------------------ teacher preflight
+
+    def preflight(self, seed: list[Example]) -> None:
+        """Before any training: how often the teacher, as the verifier asks it, gets the loop's seed
+        examples right (each labelled with shots from other seed examples only). A teacher that is no
+        better than the student cannot tell good new examples from bad ones: users should know at once."""
+        n = self.settings.preflight
+        if n <= 0 or not seed:
+            return
+        loop = self.loop
+        if not loop.task.kind.scored:  # maths: the teacher writes a whole solution per example
+            n = min(n, 16)
+        picked = seed if len(seed) <= n else sample_seed(seed, size=n, seed=self.settings.seed + 31,
+                                                         stratify_by=loop.task.stratify())
+
+        def work() -> dict[str, Any]:
+            acc, rows = teacher_accuracy(loop.task, loop.teacher, picked, seed=self.settings.seed,
+                                         progress=loop.obs.progress)
+            loop.store.write_jsonl(f"{PREFLIGHT_DIR}/teacher.jsonl", rows)
+            return {"teacher_accuracy": acc, "correct": sum(r["correct"] for r in rows), "total": len(rows),
+                    "teacher": loop.teacher.identity}
+
+        info = loop.stage(PREFLIGHT, "teacher", len(picked), work, folder=PREFLIGHT_DIR)
+        loop.store.manifest["preflight"] = {k: info[k] for k in ("teacher_accuracy", "correct", "total", "teacher")}
+        loop.store.save_manifest()
+
+    def compare_teacher_and_student(self, row: dict[str, Any]) -> None:
+        """Put the preflight beside the first student and warn when the teacher is no better."""
+        pre = self.loop.store.manifest.get("preflight")
+        if not pre:
+            return
+        teacher = pre["teacher_accuracy"]
+        student = row.get("holdout_accuracy")
+        measured_on = "held-out seed examples it never trained on"
+        if student is None:  # no held-out seeds: its own training examples are all there is
+            student, measured_on = row["seed_accuracy"], "its own training examples"
+        pre.update(student_seed_accuracy=row["seed_accuracy"], student_holdout_accuracy=row.get("holdout_accuracy"),
+                   warning=None)
+        if teacher <= student:
+            pre["warning"] = (
+                f"the teacher labels {teacher:.0%} of seed examples right, the plain fine-tuned student {student:.0%} "
+                f"of {measured_on}: a teacher no better than the student cannot tell its good examples from bad "
+                "ones, and its data is unlikely to help. A stronger teacher (a larger --teacher card, or "
+                "--teacher-url) is the fix.")
+            self.loop.obs.note("warning: " + pre["warning"])
+        self.loop.store.save_manifest()
 
     # ------------------------------------------------------------------ targets
 
@@ -132,7 +182,7 @@ class Recipe:
             store.write_examples(f"{d}/verified.jsonl", res.accepted)
             store.write_jsonl(f"{d}/rejected_verify.jsonl", res.rejected)
             return {"candidates": len(candidates), "verified": len(res.accepted),
-                    "verifier": "skipped (no discrete answer)" if res.skipped else "teacher"}
+                    "verifier": "teacher (label)" if loop.task.kind.scored else "teacher (solves it again)"}
 
         loop.stage(i, "verify", len(candidates), work)
         return store.read_examples(f"{d}/verified.jsonl")

@@ -108,6 +108,24 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path, final: dict[str, Any] 
     plt.close(fig)
 
 
+def preflight_lines(pre: dict[str, Any] | None) -> list[str]:
+    """The teacher preflight beside the first student, for report.md."""
+    if not pre:
+        return []
+    out = ["## Teacher preflight", "",
+           f"Before the loop, the teacher labelled {pre['correct']} of {pre['total']} seed examples right "
+           f"({pre['teacher_accuracy']:.1%}), asked as its verifier asks it (`preflight/teacher.jsonl`)."]
+    if pre.get("student_holdout_accuracy") is not None:
+        out.append(f"Plain fine-tuning (iteration 0) got {pre['student_holdout_accuracy']:.1%} of the held-out seed "
+                   f"examples right ({pre['student_seed_accuracy']:.1%} of its own training examples).")
+    elif pre.get("student_seed_accuracy") is not None:
+        out.append(f"Plain fine-tuning (iteration 0) got {pre['student_seed_accuracy']:.1%} of its own training "
+                   "examples right (no held-out seeds in this recipe).")
+    if pre.get("warning"):
+        out.append(f"**Warning:** {pre['warning']}")
+    return [*out, ""]
+
+
 def write_report(store: RunStore) -> Path:
     """Rebuild report.md and accuracy.png from the manifest (no model is loaded)."""
     rows = iteration_rows(store)
@@ -122,16 +140,19 @@ def write_report(store: RunStore) -> Path:
     for r in rows:
         lines.append("| " + " | ".join(_cell(r, k, f) for k, _, f in COLUMNS) + " |")
     lines += [""]
+    lines += preflight_lines(m.get("preflight"))
     aug = [(k, v) for k, v in sorted(m.get("stages", {}).items()) if k.endswith("/augment")]
     if aug:
         lines += ["## Teacher", "",
-                  "| stage | targets | completions | parsed | parse failures | verified | cached |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| stage | targets | completions | parsed | parse failures | repeats | verified | added | cached |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         stages = m.get("stages", {})
         for k, v in aug:
             ver = stages.get(k.replace("/augment", "/verify"), {})
+            dd = stages.get(k.replace("/augment", "/dedup"), {})
             lines.append(f"| {k} | {v.get('wrong')} | {v.get('completions')} | {v.get('parsed')} | "
-                         f"{v.get('parse_failure_rate', 0):.0%} | {ver.get('verified', '-')} | {v.get('cached')} |")
+                         f"{v.get('parse_failure_rate', 0):.0%} | {v.get('repeats', 0)} | {ver.get('verified', '-')} | "
+                         f"{dd.get('accepted', '-')} | {v.get('cached')} |")
         lines += [""]
     if rows:
         plot_accuracy(rows, store.root / "accuracy.png", m.get("final"))

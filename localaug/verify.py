@@ -1,28 +1,90 @@
-"""Teacher verification (recipe `localaug`): a candidate is kept only if the teacher gives its label.
+"""Teacher verification (recipe `localaug`) and the teacher preflight: the teacher as a labeller.
 
-The generator and the verifier see different contexts (a list of one label vs. examples of every
-label in the student's format), so a question written under the wrong label is usually caught: the
-teacher answers with the label the question really asks for.
+A candidate is kept only if the teacher, shown seed examples of every label in the student's own format,
+gives the label the candidate was written for. The generator and the verifier see different contexts (a
+list of one label vs. examples of every label), so a question written under the wrong label is usually
+caught: the teacher answers with the label the question really asks for.
+
+The teacher must *choose among the labels*, not answer the question: the request is a completion prompt
+ending where the student's answer starts, constrained to the exact answers the student scores
+(`GenerationRequest.choices`). Measured with Qwen2.5-Coder-1.5B-Instruct (docs/RESULTS.md): as a chat
+turn it answered the question itself ("France"); as a completion constrained to the label words it
+labels 67% (TREC), 93% (SNIPS), 96% (SST-2) of test rows right. For maths the verifier is the teacher
+solving the candidate's problem itself: it must reach the candidate's final number.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .augment import request, request_seed
-from .protocols import ProgressFn, Teacher
+from .augment import request_seed
+from .protocols import GenerationRequest, ProgressFn, Sampling, Teacher
 from .tasks import Example, Task
+from .tasks.maths import final_number
 
-VERIFY_SYSTEM = "Continue the last block with its answer only, as in the blocks before it."
+SOLVE_SYSTEM = ("Solve the maths word problem step by step. Mark each calculation as <<expression=result>> and "
+                "end with a line '#### ' followed by the final number.")
 
 
 @dataclass
 class Verified:
     accepted: list[Example] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    skipped: bool = False  # the task's kind has no discrete answer to check (math)
+    answers: list[str | None] = field(default_factory=list)  # the teacher's answer for each candidate
+
+
+def shared_shots(task: Task, pool: Sequence[Example], exclude: set[str], per_label: int, seed: int) -> list[Example]:
+    """One few-shot set for a whole batch of questions (`per_label` seed examples of every label, shuffled),
+    so llama.cpp evaluates it once for all of them. `exclude`: seed examples that must not be shown (a
+    candidate's own source, or the examples being labelled)."""
+    pool = [e for e in pool if e.id not in exclude]
+    rng = random.Random(seed)
+    if task.kind.name != "classification":
+        return rng.sample(pool, min(len(pool), task.prompts.max_shots(per_label * 2)))
+    picked: list[Example] = []
+    for label in task.labels:
+        same = [e for e in pool if task.label_of(e) == label]
+        picked += rng.sample(same, min(per_label, len(same)))
+    rng.shuffle(picked)
+    return picked
+
+
+def label_request(task: Task, teacher: Teacher, example: Example, shots: list[Example]) -> GenerationRequest:
+    """Ask for `example`'s answer: the student's format, few-shot; for maths, a worked solution."""
+    if task.kind.scored:
+        choices = task.eval_item(example, "score").choices or ()
+        longest = max(len(c) for c in choices)
+        return GenerationRequest(prompt=task.prompts.verify(example, shots),
+                                 sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=longest // 2 + 8, seed=0),
+                                 choices=choices)
+    greedy = Sampling(temperature=0.0, top_p=1.0, max_tokens=384, seed=0, stop=("\n\n\n", "\nProblem:"))
+    if teacher.prefers_completion:
+        return GenerationRequest(prompt=task.prompts.verify(example, shots), sampling=greedy)
+    question = task.kind.fields(example.data, task.labels)["question"]
+    return GenerationRequest(messages=(("system", SOLVE_SYSTEM), ("user", question)), sampling=greedy)
+
+
+def read_answer(task: Task, example: Example, text: str) -> str | None:
+    """The teacher's answer as a prediction: the choice it picked, else whatever the text says."""
+    if task.kind.scored:
+        choices = task.eval_item(example, "score").choices or ()
+        stripped = [c.strip() for c in choices]
+        if text.strip() in stripped:
+            return task.kind.prediction_from_choice(example.data, task.labels, stripped.index(text.strip()))
+        return task.kind.prediction_from_text(example.data, task.labels, text)
+    return final_number(text)
+
+
+def label_with_teacher(task: Task, teacher: Teacher, examples: Sequence[Example], shots: list[Example],
+                       progress: ProgressFn | None = None) -> list[tuple[str | None, str]]:
+    """(answer, raw text) of the teacher for each example."""
+    requests = [label_request(task, teacher, e, shots) for e in examples]
+    outputs = teacher.generate(requests, progress=progress)
+    texts = [comps[0].text if comps else "" for comps in outputs]
+    return [(read_answer(task, e, t), t) for e, t in zip(examples, texts, strict=True)]
 
 
 def verify_with_teacher(
@@ -33,33 +95,45 @@ def verify_with_teacher(
     *,
     run_seed: int = 0,
     iteration: int = 0,
-    per_label: int = 2,
+    per_label: int = 4,
     progress: ProgressFn | None = None,
 ) -> Verified:
-    """Keep a candidate only if the teacher, asked few-shot in the student's format, gives its label."""
+    """Keep a candidate only if the teacher's answer is the one it was written with."""
     result = Verified()
     if not candidates:
         return result
-    prompts = task.prompts
-    if prompts.verify(candidates[0], []) is None:
-        return Verified(accepted=list(candidates), skipped=True)
-    requests = []
-    for c in candidates:
-        shots = prompts.verify_shots([e for e in pool if e.id != c.meta.get("seed_id")], per_label,
-                                     request_seed(run_seed, iteration, c.id, 0))
-        prompt = prompts.verify(c, shots) or ""
-        requests.append(request(teacher, prompt, (("system", VERIFY_SYSTEM), ("user", prompt)),
-                                sampling=prompts.verify_sampling()))
-    outputs = teacher.generate(requests, progress=progress)
+    sources = {str(c.meta.get("seed_id")) for c in candidates}
+    shots = shared_shots(task, pool, sources, per_label, request_seed(run_seed, iteration, "verify", 0))
     kind = task.kind
-    for c, comps in zip(candidates, outputs, strict=True):
-        text = comps[0].text if comps else ""
-        pred = kind.prediction_from_text(c.data, task.labels, text)
+    for c, (pred, text) in zip(candidates, label_with_teacher(task, teacher, candidates, shots, progress),
+                               strict=True):
+        result.answers.append(pred)
         if kind.is_correct(c.data, pred):
             result.accepted.append(c)
         else:
             result.rejected.append({"seed_id": c.meta.get("seed_id"), "iteration": iteration, "id": c.id,
                                     "reason": f"verify: teacher answered {task.readable(pred)!r}, "
                                               f"not {task.readable(kind.gold(c.data))!r}",
-                                    "verifier_output": text[:200], "example": c.to_json()})
+                                    "verifier_output": text[:300], "example": c.to_json()})
     return result
+
+
+def teacher_accuracy(task: Task, teacher: Teacher, examples: Sequence[Example], *, seed: int = 0,
+                     per_label: int = 4, folds: int = 2, progress: ProgressFn | None = None
+                     ) -> tuple[float, list[dict[str, Any]]]:
+    """The teacher's accuracy as a labeller on labelled `examples`, each asked with shots from the other
+    folds only (it never sees the example it labels). (accuracy, one row per example)."""
+    rng = random.Random(seed)
+    order = list(examples)
+    rng.shuffle(order)
+    rows: list[dict[str, Any]] = []
+    for f in range(folds):
+        part = order[f::folds]
+        if not part:
+            continue
+        shots = shared_shots(task, examples, {e.id for e in part}, per_label, seed + f)
+        for e, (pred, text) in zip(part, label_with_teacher(task, teacher, part, shots, progress), strict=True):
+            rows.append({"id": e.id, "prediction": pred, "gold": task.kind.gold(e.data),
+                         "correct": task.kind.is_correct(e.data, pred), "output": text[:300]})
+    correct = sum(r["correct"] for r in rows)
+    return (correct / len(rows) if rows else 0.0), rows

@@ -58,7 +58,11 @@ def test_shots_prompt_lists_same_label_seed_examples_with_the_wrong_one_last(dat
     by_text = {e.data["text"]: e for e in pool}
     assert len(listed) == 4 and all(by_text[t].data["label"] == "LOC" for t in listed)
     new = {"text": "Where is the tallest lighthouse in Norway ?", "label": "LOC"}
-    assert [e.data for e in res.accepted] == [new, new]
+    # Each sample has a prompt of its own (its own draw of seed examples); a sample that repeats an earlier
+    # one for the same seed example is rejected as a repeat.
+    assert len(teacher.prompts) == 2 and teacher.prompts[0] != teacher.prompts[1]
+    assert [e.data for e in res.accepted] == [new]
+    assert [r["reason"].split(":")[0] for r in res.rejected] == ["repeat"] and res.repeat_rate == 0.5
     # The paper's prompt is still there with shots=0.
     teacher0 = ScriptedTeacher(lambda p: " Where is Oslo ?")
     augment(task, teacher0, [Target(wrong, "HUM")], iteration=0, shots=0, pool=pool)
@@ -80,11 +84,16 @@ def test_verifier_keeps_only_candidates_the_teacher_labels_as_intended(data_dir:
     assert {w for w in task.labels.values() if f"Answer type: {w}\n" in p} == set(task.labels.values())
 
 
-def test_math_candidates_skip_verification(data_dir: Path) -> None:
+def test_math_candidates_are_kept_only_when_the_teacher_solves_them_to_the_same_number(data_dir: Path) -> None:
     task = load_task("gsm8k", data_dir)
-    c = Example("c", {"question": "Ann has 2 pens and buys 3. How many?", "answer": "2+3 = <<2+3=5>>5\n#### 5"})
-    res = verify_with_teacher(task, ScriptedTeacher(lambda p: "x"), [c], [])
-    assert res.skipped and res.accepted == [c]
+    right = Example("c1", {"question": "Ann has 2 pens and buys 3. How many?", "answer": "2+3 = <<2+3=5>>5\n#### 5"})
+    wrong = Example("c2", {"question": "Bo has 4 cups and breaks 1. How many?", "answer": "4-1 = <<4-1=3>>3\n#### 4"})
+    # The scripted teacher solves each problem right, in the form chat models write (LaTeX, \\boxed{}).
+    solutions = {"Ann": "2 + 3 = 5, so the answer is \\boxed{5}.", "Bo": "\\(4 - 1 = 3\\). The answer is 3."}
+    teacher = ScriptedTeacher(lambda p: next(v for k, v in solutions.items() if k in p.split("\n\n")[-1]))
+    res = verify_with_teacher(task, teacher, [right, wrong], [])
+    assert [c.id for c in res.accepted] == ["c1"] and res.answers == ["5", "3"]
+    assert res.rejected[0]["reason"] == "verify: teacher answered '3', not '4'"
 
 
 def test_select_iteration_prefers_plain_fine_tuning_unless_beaten() -> None:
@@ -169,7 +178,7 @@ def test_verify_stage_records_rejections_and_feeds_only_verified_examples_to_ded
     cands = st.read_jsonl("iter_00/candidates.jsonl")
     verified = st.read_jsonl("iter_00/verified.jsonl")
     rej = st.read_jsonl("iter_00/rejected_verify.jsonl")
-    assert info["verifier"] == "teacher" and info["verified"] == len(verified)
+    assert info["verifier"] == "teacher (label)" and info["verified"] == len(verified)
     assert len(verified) + len(rej) == len(cands) and rej  # the fake verifier disagrees with some
     assert {r["id"] for r in st.read_jsonl("iter_00/augment.jsonl")} <= {r["id"] for r in verified}
     assert {r["id"] for r in rej} <= {r.get("id") for r in st.read_jsonl("iter_00/rejected.jsonl")}

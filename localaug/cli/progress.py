@@ -7,16 +7,19 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..recipe import FINAL
 from ..report import iteration_table
 
 STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
                "eval_test": "evaluating on test set", "augment": "teacher writing examples",
                "dedup": "dedup + contamination guard", "eval_holdout": "evaluating on held-out seeds",
-               "verify": "teacher checking labels"}
+               "verify": "teacher checking labels", "teacher": "teacher labelling seed examples"}
 
 
 def _where(iteration: int, total: int) -> str:
-    return "final model" if iteration < 0 else f"iter {iteration + 1}/{total}"
+    if iteration < 0:
+        return "final model" if iteration == FINAL else "preflight"
+    return f"iter {iteration + 1}/{total}"
 
 
 class RichObserver:
@@ -38,6 +41,9 @@ class RichObserver:
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
+    def note(self, message: str) -> None:
+        self.console.print(message, style="bold yellow")
+
     def stage_start(self, iteration: int, stage: str, total: int) -> None:
         if self._task_id is not None:
             self._bar.remove_task(self._task_id)
@@ -58,6 +64,11 @@ class RichObserver:
         bits = [f"{summary.get('seconds', 0):.1f}s"]
         if "accuracy" in summary:
             bits.append(f"accuracy {summary['accuracy']:.1%}")
+        if "teacher_accuracy" in summary:
+            bits.append(f"the teacher labels {summary['correct']} of {summary['total']} right "
+                        f"({summary['teacher_accuracy']:.0%})")
+        if summary.get("repeats"):
+            bits.append(f"{summary['repeats']} repeated an earlier sample")
         if "accepted" in summary:
             bits.append(f"accepted {summary['accepted']}, duplicate {summary.get('duplicate', 0)}, "
                         f"contaminated {summary.get('contaminated', 0)}")

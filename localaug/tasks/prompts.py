@@ -139,9 +139,16 @@ class Prompts:
         `template` is the card template the answer follows: "new" (paper prompt) or "shot" (list prompt)."""
         if not isinstance(text, str) or not text.strip():
             return None, "parse: empty output"
+        text = text.replace("**", "")  # chat models' markdown bold around "Question:" and the like
         body = text if text.lstrip().startswith(prefix.strip()) and prefix.strip() else prefix + text
         pattern = self._shot_re if template == "shot" else self._new_re
         m = pattern.match(body.strip() + "\n") or pattern.match(body.strip())
+        one_line = "\n" not in (self.card.shot_template if template == "shot" else self.card.new).strip()
+        if (m is None or "\n" in m.group(0).strip()) and one_line and prefix.strip():
+            # A chat reply that wraps the example in other lines ("Sure! Here is one: ..."): its first line
+            # in the template's form.
+            lines = (ln.strip() for ln in text.splitlines())
+            m = next((pattern.match(ln) for ln in lines if ln.startswith(prefix.strip())), None) or m
         if not m:
             return None, "parse: output does not follow the card's 'new' format"
         parsed = {k: v.strip() for k, v in m.groupdict().items()}
@@ -168,34 +175,11 @@ class Prompts:
 
     # ------------------------------------------------------------------ verification
 
-    def verify_shots(self, pool: Sequence[Example], per_label: int, seed: int) -> list[Example]:
-        """Few-shot examples for the verifier: `per_label` seed examples of every label, shuffled."""
-        rng = random.Random(seed)
-        task = self.task
-        if task.kind.name != "classification":
-            return rng.sample(list(pool), min(len(pool), self.max_shots(per_label * 2)))
-        picked: list[Example] = []
-        for label in task.labels:
-            same = [e for e in pool if task.label_of(e) == label]
-            picked += rng.sample(same, min(per_label, len(same)))
-        rng.shuffle(picked)
-        return picked
-
-    def verify(self, candidate: Example, shots: list[Example]) -> str | None:
-        """A few-shot prompt in the student's own format that asks the teacher to answer `candidate`.
-
-        None for kinds without a discrete answer to compare (math: the arithmetic check is its verifier).
-        """
-        if not self.task.kind.scored:
-            return None
+    def verify(self, candidate: Example, shots: list[Example]) -> str:
+        """A few-shot prompt in the student's own format that asks the teacher to answer `candidate`."""
         parts = []
         for e in shots:
             item = self.task.train_item(e)
             parts.append(item.prompt + item.completion)
         parts.append(self.task.train_item(candidate).prompt)
         return "\n\n".join(parts)
-
-    def verify_sampling(self) -> Sampling:
-        # Greedy and short: one answer per candidate, deterministic, so the cache serves reruns.
-        longest = max((len(w.split()) for w in self.task.labels.values()), default=4)
-        return Sampling(temperature=0.0, top_p=1.0, max_tokens=max(8, 3 * longest + 4), seed=0, stop=("\n",))
