@@ -75,7 +75,7 @@ def test_generate_command(tmp_path: Path, data_dir: Path) -> None:
                           "--out", str(out), "--cache", str(tmp_path / "c.sqlite")], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "accepted" in res.stdout and "parse failure rate" in res.stdout
+    assert "parsed (parse failure rate" in res.stdout and "distinct texts" in res.stdout
     accepted = [json.loads(x) for x in out.read_text().splitlines()]
     rejected = [json.loads(x) for x in (tmp_path / "new.rejected.jsonl").read_text().splitlines()]
     assert len(accepted) + len(rejected) >= 3
@@ -103,4 +103,4 @@ def test_generate_command_with_a_pool_uses_the_list_prompt_and_the_verifier(tmp_
     assert len(accepted) + len(rejected) >= 8
     # Every candidate that parsed went through the verifier: kept ones were confirmed, refused ones say why.
     assert all(a["label"] in task.labels for a in accepted)
-    assert all(r["reason"].split(":")[0] in {"parse", "copy", "verify", "label"} for r in rejected), rejected
+    assert all(r["reason"].split(":")[0] in {"parse", "copy", "verify", "label", "repeat"} for r in rejected), rejected

@@ -74,20 +74,22 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
 
         res = augment(task, t, wrong, iteration=iteration, per_wrong=per_wrong, run_seed=seed,
                       shots=shots if pool else 0, pool=pool, progress=progress)
+        parsed, kept, rejected_rows = len(res.accepted), res.accepted, list(res.rejected)
         if pool and verify:
             vid = bar.add_task("verifier", total=max(1, len(res.accepted)), info="")
             ver = verify_with_teacher(task, t, res.accepted, pool, run_seed=seed, iteration=iteration,
                                       progress=lambda d, n, i: bar.update(vid, completed=d, total=n))
-            res.accepted = ver.accepted
-            res.rejected += ver.rejected
+            kept, rejected_rows = ver.accepted, rejected_rows + ver.rejected
     out = Path(out_path)
-    write_jsonl_atomic(out, [e.to_json() for e in res.accepted])
+    write_jsonl_atomic(out, [e.to_json() for e in kept])
     rejected = out.with_name(out.stem + ".rejected.jsonl")
-    write_jsonl_atomic(rejected, res.rejected)
+    write_jsonl_atomic(rejected, rejected_rows)
     tps = res.completion_tokens / res.seconds if res.seconds else 0.0
-    console.print(f"{len(res.accepted)} accepted, {len(res.rejected)} rejected "
-                  f"(parse failure rate {res.parse_failure_rate:.0%}) from {res.completions} completions "
-                  f"({res.cached} cached, {tps:.0f} tok/s) -> {out}, {rejected}")
+    distinct = len({" ".join(task.dedup_text(e).lower().split()) for e in res.accepted})
+    checked = f", {len(kept)} confirmed by the verifier" if pool and verify else ""
+    console.print(f"{res.completions} completions ({res.cached} cached, {tps:.0f} tok/s): {parsed} parsed "
+                  f"(parse failure rate {res.parse_failure_rate:.0%}), {res.repeats} repeats, "
+                  f"{distinct} distinct texts{checked} -> {out}, {rejected}", soft_wrap=True)
 
 
 def _training_rows(task, data_path: str | None, seed_size: int | None, seed: int):  # noqa: ANN001, ANN202
