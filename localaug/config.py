@@ -52,6 +52,12 @@ class Settings(Strict):
     max_retries: int = Field(2, ge=0, description="extra teacher attempts for a target that yielded nothing")
     preflight: int = Field(64, ge=0, description="seed examples the teacher labels before the loop (0: none)")
     test_size: int | None = Field(None, ge=1, description="evaluate on the first N test rows (None: all)")
+    test_offset: int = Field(0, ge=0, description="skip this many test rows first (studies keep rows apart)")
+    find_errors: Literal["student", "oof"] = Field(
+        "student", description="student: the paper (M_i on its own seeds); oof: k students that never saw them")
+    folds: int = Field(4, ge=2, description="students for out-of-fold error finding (find_errors: oof)")
+    filter: Literal["none", "students"] = Field(
+        "none", description="students: keep a candidate only if a student that never saw its source agrees")
     eval_mode: Literal["score", "generate"] | None = Field(None, description="None: the task's default")
     student: str = Field("gemma3-270m", description="model card name or path, or module:factory")
     student_settings: dict[str, Any] = Field(default_factory=dict, description="card overrides: {epochs: 3}")
@@ -67,9 +73,11 @@ class Settings(Strict):
     out: str | None = Field(None, description="run directory (not part of the run's identity)")
 
     @model_validator(mode="after")
-    def _one_seed_size(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.seed_size is not None and self.seed_fraction is not None:
             raise ValueError("give seed_size or seed_fraction, not both")
+        if self.filter == "students" and self.find_errors != "oof":
+            raise ValueError("filter: students needs find_errors: oof (its students judge the candidates)")
         return self
 
     @property

@@ -129,6 +129,10 @@ class Loop:
         row.update(self.recipe.score_iteration(i))                  # recipe: held-out seed accuracy
         if last:
             return row, data, None
+        on_seed = self.recipe.find_errors(i, data, seed, on_seed)  # recipe: out-of-fold students
+        row["wrong"] = len(on_seed.rows) - on_seed.correct
+        if self.settings.find_errors == "oof":
+            row["oof_accuracy"] = on_seed.accuracy
         targets = self.recipe.targets(i, on_seed, seed)             # wrong = seed examples M_i gets wrong
         if not targets:
             return row, data, f"iteration {i}: the student gets every seed example right"
@@ -164,7 +168,7 @@ class Loop:
             pool = self.task.load_split("train")
             seed = sample_seed(pool, size=s.seed_size, fraction=s.seed_fraction, seed=s.seed,
                                stratify_by=self.task.stratify())
-            test = self.task.load_split("test")[: s.test_size]
+            test = self.task.load_split("test")[s.test_offset:][: s.test_size]
             for ex in seed:
                 ex.meta.setdefault("origin", "seed")
             held = self.recipe.draw_holdout(seed)
@@ -249,8 +253,9 @@ class Loop:
                                      "reason": f"{verdict.outcome}: of {verdict.match_id}",
                                      "similarity": round(verdict.similarity, 4), "example": cand.to_json()})
                 self.obs.progress(k + 1, len(candidates), {"accepted": len(accepted), "rejected": len(rejected)})
-            earlier = [*self.store.read_jsonl(f"{d}/rejected_parse.jsonl"),
-                       *self.store.read_jsonl(f"{d}/rejected_verify.jsonl")]
+            earlier = [r for name in ("parse", "verify", "consistency")
+                       if self.store.path(f"{d}/rejected_{name}.jsonl").exists()
+                       for r in self.store.read_jsonl(f"{d}/rejected_{name}.jsonl")]
             self.store.write_examples(f"{d}/augment.jsonl", accepted)
             self.store.write_jsonl(f"{d}/rejected.jsonl", earlier + rejected)
             index.save(self.store.path(f"{d}/dedup_index.npz"))

@@ -62,6 +62,7 @@ class Lora(Strict):
 
 class Training(Strict):
     epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps, overriding epochs (step-matched controls)")
     lr: float = Field(2.0e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)

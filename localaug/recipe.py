@@ -56,6 +56,11 @@ def holdout_size(seed_size: int, fraction: float) -> int:
     return n
 
 
+def source_of(example: Example) -> str:
+    """The seed example an example was made from (itself, for a seed example)."""
+    return str(example.meta.get("seed_id") or example.id)
+
+
 class Recipe:
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
@@ -141,6 +146,43 @@ class Recipe:
             self.loop.obs.note("warning: " + pre["warning"])
         self.loop.store.save_manifest()
 
+    # ------------------------------------------------------------------ out-of-fold error finding
+
+    def fold_of(self, seed: list[Example]) -> dict[str, int]:
+        """Each loop seed example's fold: stratified by label, fixed by the run seed (the same every iteration)."""
+        strat = self.loop.task.stratify()
+        groups: dict[str, list[Example]] = {}
+        for e in seed:
+            groups.setdefault(str(strat(e)) if strat else "", []).append(e)
+        rng = random.Random(f"{self.settings.seed}/folds")
+        folds, n = {}, 0
+        for label in sorted(groups):  # dealt round-robin, so every fold gets its share of every label
+            members = sorted(groups[label], key=lambda e: e.id)
+            rng.shuffle(members)
+            for e in members:
+                folds[e.id], n = n % self.settings.folds, n + 1
+        return folds
+
+    def find_errors(self, i: int, data: list[Example], seed: list[Example], on_seed: Judged) -> Judged:
+        """The seed examples the student gets wrong. The paper asks M_i, which was trained on them and
+        gets (almost) all of them right once training converges; `find_errors: oof` asks, for each seed
+        example, a student trained on D_i without the example's fold (nor the teacher examples made from
+        it), so 'wrong' means what the student cannot yet generalise to (eval_oof.jsonl)."""
+        if self.settings.find_errors != "oof":
+            return on_seed
+        loop, d = self.loop, iter_dir(i)
+        folds = self.fold_of(seed)
+        rows: dict[str, dict[str, Any]] = {}
+        for f in range(self.settings.folds):
+            held = [e for e in seed if folds[e.id] == f]
+            train = [e for e in data if folds.get(source_of(e), -1) != f]
+            loop.train(i, train, folder=f"{d}/fold{f}")
+            for r in loop.evaluate(i, "fold", held, folder=f"{d}/fold{f}").rows:
+                rows[r["id"]] = dict(r, fold=f)
+        ordered = [rows[e.id] for e in seed]
+        loop.store.write_jsonl(f"{d}/eval_oof.jsonl", ordered)
+        return Judged(ordered, sum(r["correct"] for r in ordered))
+
     # ------------------------------------------------------------------ targets
 
     def targets(self, i: int, on_seed: Judged, seed: list[Example]) -> list[Target]:
@@ -185,4 +227,28 @@ class Recipe:
                     "verifier": "teacher (label)" if loop.task.kind.scored else "teacher (solves it again)"}
 
         loop.stage(i, "verify", len(candidates), work)
-        return store.read_examples(f"{d}/verified.jsonl")
+        kept = store.read_examples(f"{d}/verified.jsonl")
+        return self.students_agree(i, kept, seed) if self.settings.filter == "students" else kept
+
+    def students_agree(self, i: int, candidates: list[Example], seed: list[Example]) -> list[Example]:
+        """Consistency filtering (LAMBADA, Anaby-Tavor et al. 2020): keep a candidate only if the
+        out-of-fold student that never saw its source seed example gives it the intended label, so no
+        student judges data made from its own training examples (consistent.jsonl)."""
+        loop, store, d = self.loop, self.loop.store, iter_dir(i)
+        if not loop.task.kind.scored:  # maths: the teacher solving it again is the check
+            return candidates
+        folds = self.fold_of(seed)
+        verdict: dict[str, dict[str, Any]] = {}
+        for f in range(self.settings.folds):
+            mine = [c for c in candidates if folds.get(source_of(c)) == f]
+            if mine:
+                for r in loop.evaluate(i, "candidates", mine, folder=f"{d}/fold{f}").rows:
+                    verdict[r["id"]] = r
+        kept = [c for c in candidates if verdict[c.id]["correct"]]
+        store.write_examples(f"{d}/consistent.jsonl", kept)
+        store.write_jsonl(f"{d}/rejected_consistency.jsonl", [
+            {"seed_id": c.meta.get("seed_id"), "iteration": i, "id": c.id, "example": c.to_json(),
+             "reason": "students: the out-of-fold student answered "
+                       f"{loop.task.readable(verdict[c.id]['prediction'])!r}"}
+            for c in candidates if not verdict[c.id]["correct"]])
+        return kept

@@ -19,7 +19,8 @@ from tests.fakes import FakeStudent, FakeTeacher
 def _run(tmp_path: Path, name: str = "run", **cfg_over) -> tuple[Loop, FakeTeacher, FakeStudent]:
     task = load_task("demo")
     cfg_over.setdefault("recipe", "paper")  # these tests pin the paper's algorithm; test_recipe.py the rest
-    cfg = resolve(RunConfig(task="demo", seed_size=18, iterations=3, seed=1, **cfg_over), task.defaults)
+    cfg_over = {"seed_size": 18, "iterations": 3, "seed": 1, **cfg_over}
+    cfg = resolve(RunConfig(task="demo", **cfg_over), task.defaults)
     store = RunStore.open_for_run(tmp_path / name, cfg)
     teacher, student = FakeTeacher(), FakeStudent()
     cached = CachedTeacher(teacher, GenerationCache(tmp_path / "cache.sqlite"))
@@ -160,3 +161,11 @@ def test_untargeted_control_asks_about_as_many_random_seed_examples(tmp_path: Pa
         r["meta"]["seed_id"] for r in loop.store.read_jsonl("iter_00/candidates.jsonl")}
     right = {r["id"] for r in ev if r["correct"]}
     assert asked & right  # the control is not restricted to wrong examples
+
+
+def test_test_offset_keeps_the_study_rows_apart(tmp_path: Path) -> None:
+    """Confirmation runs score test rows that no development run touched: test_offset skips the first ones."""
+    loop, _, _ = _run(tmp_path, test_offset=100, test_size=15, iterations=1)
+    test = loop.store.read_jsonl("test.jsonl")
+    every = load_task("demo").load_split("test")
+    assert [r["id"] for r in test] == [e.id for e in every[100:115]]

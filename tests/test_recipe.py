@@ -119,8 +119,9 @@ def test_recipes_fill_only_what_the_user_left_open() -> None:
 
 def _run_demo(tmp_path: Path, teacher: object, **over: object) -> Loop:
     task = load_task("demo")
-    over = {"iterations": 3, **over}
-    cfg = resolve(RunConfig(task="demo", seed_size=18, seed=5, per_wrong=1, **over), task.defaults)
+    over = {"iterations": 3, "seed_size": 18, **over}
+    over = {"seed": 5, "per_wrong": 1, **over}
+    cfg = resolve(RunConfig(task="demo", **over), task.defaults)
     store = RunStore.open_for_run(tmp_path / "run", cfg)
     cached = CachedTeacher(teacher, GenerationCache(tmp_path / "cache.sqlite"))  # type: ignore[arg-type]
     loop = Loop(task, cfg, store, FakeStudent(), lambda: cached)
@@ -229,3 +230,45 @@ def test_report_says_which_model_was_kept_and_why() -> None:
     assert "iteration 1 beat plain fine-tuning" in kept and "7 teacher examples were kept" in kept
     # Without held-out seeds (the paper's recipe) the old comparison with iteration 0 stands.
     assert "Plain fine-tuning (iteration 0): 60.0%" in verdict(rows)
+
+
+def test_out_of_fold_students_never_see_the_examples_they_judge(tmp_path: Path) -> None:
+    loop = _run_demo(tmp_path, FakeTeacher(), find_errors="oof", folds=3, verify="none", seed_size=24)
+    st = loop.store
+    seed_ids = {r["id"] for r in st.read_jsonl("seed.jsonl")} - {r["id"] for r in st.read_jsonl("holdout.jsonl")}
+    assert len(st.manifest["iterations"]) == 3, st.manifest.get("stopped_early")
+    for i in (0, 1):  # iteration 1 trains on teacher examples too: those made from a fold stay out of it
+        oof = st.read_jsonl(f"iter_{i:02d}/eval_oof.jsonl")
+        assert {r["id"] for r in oof} == seed_ids  # every loop seed example judged once
+        for f in range(3):
+            trained = st.read_jsonl(f"iter_{i:02d}/fold{f}/train.jsonl")
+            judged = {r["id"] for r in oof if r["fold"] == f}
+            assert judged and not {r["id"] for r in trained} & judged
+            assert not {r["meta"].get("seed_id") for r in trained} & judged
+            if i == 1:
+                assert any(r["meta"].get("origin") == "teacher" for r in trained)
+        # The teacher was asked about exactly the seed examples the out-of-fold students got wrong.
+        asked = {r["meta"]["seed_id"] for r in st.read_jsonl(f"iter_{i:02d}/candidates.jsonl")}
+        asked |= {r["seed_id"] for r in st.read_jsonl(f"iter_{i:02d}/rejected_parse.jsonl")}
+        assert asked == {r["id"] for r in oof if not r["correct"]}
+        row = st.manifest["iterations"][f"{i:02d}"]
+        assert row["wrong"] == sum(not r["correct"] for r in oof) and row["oof_accuracy"] < 1
+
+
+def test_consistency_filter_keeps_what_the_student_that_never_saw_the_source_agrees_with(tmp_path: Path) -> None:
+    loop = _run_demo(tmp_path, FakeTeacher(), find_errors="oof", folds=3, filter="students", verify="none",
+                     seed_size=24, per_wrong=2, seed=4)
+    st = loop.store
+    verified = st.read_jsonl("iter_00/verified.jsonl")
+    consistent = st.read_jsonl("iter_00/consistent.jsonl")
+    refused = st.read_jsonl("iter_00/rejected_consistency.jsonl")
+    assert len(consistent) + len(refused) == len(verified) and consistent and refused
+    held = {r["id"] for r in st.read_jsonl("holdout.jsonl")}
+    folds = loop.recipe.fold_of([e for e in st.read_examples("seed.jsonl") if e.id not in held])
+    for r in consistent:  # judged by the student of its source's fold, which says the intended label
+        judged = {x["id"]: x for x in st.read_jsonl(f"iter_00/fold{folds[r['meta']['seed_id']]}/eval_candidates.jsonl")}
+        assert judged[r["id"]]["correct"] and judged[r["id"]]["prediction"] == r["label"]
+    assert all(r["reason"].startswith("students: the out-of-fold student answered") for r in refused)
+    assert {r["id"] for r in refused} <= {r.get("id") for r in st.read_jsonl("iter_00/rejected.jsonl")}
+    with pytest.raises(UserError, match="needs find_errors: oof"):
+        resolve(build_config(filter="students"), TaskDefaults())

@@ -372,3 +372,9 @@ def test_generation_early_stop(tiny_dir: Path) -> None:
     finally:
         hook.remove()
     assert len(calls) < 10
+
+
+def test_max_steps_overrides_epochs(tiny_dir: Path, tmp_path: Path) -> None:
+    """Step-matched controls train plain fine-tuning for as many optimizer steps as an augmented student."""
+    st = _student(tiny_dir, epochs=20, max_steps=7)
+    assert st.train(TRAIN, tmp_path / "a", seed=1).steps == 7

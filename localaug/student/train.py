@@ -207,14 +207,14 @@ def train_adapter(model: Any, tok: Any, items: Sequence[TrainItem], out_dir: Pat
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     bs, ga = tc.batch_size, tc.grad_accum
     epochs = tc.epochs
-    steps = math.ceil(math.ceil(len(examples) / bs) / ga) * math.ceil(epochs)
+    steps = tc.max_steps or math.ceil(math.ceil(len(examples) / bs) / ga) * math.ceil(epochs)
     peft_model = prepare_peft(model, plan, seed)
     AnswerOnlyTrainer, Progress = _trainer_classes()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="localaug-train-") as scratch:
         args = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
-            num_train_epochs=epochs, learning_rate=tc.lr, warmup_steps=tc.warmup_ratio,
+            num_train_epochs=epochs, max_steps=tc.max_steps or -1, learning_rate=tc.lr, warmup_steps=tc.warmup_ratio,
             weight_decay=tc.weight_decay, lr_scheduler_type=tc.scheduler,
             logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
             use_cpu=plan.device == "cpu", bf16=plan.device == "cuda" and plan.precision == "bf16",
