@@ -83,6 +83,7 @@ def augment(
     result = Candidates()
     prompts = task.prompts
     pending = list(targets)
+    chat = not teacher.prefers_completion
     total = len(pending) * per_wrong
     done = 0
     for attempt in range(max_retries + 1):
@@ -96,11 +97,11 @@ def augment(
                 # One prompt per sample, each listing its own draw of seed examples: samples of one
                 # unchanged prompt repeat each other far more often (the same question twice in three).
                 tps = [prompts.for_target(t.example, t.prediction, pool, shots, rseed + k) for k in range(per_wrong)]
-                reqs = [request(teacher, tp.prompt, tp.messages, sampling=prompts.sampling(rseed + k))
+                reqs = [request(teacher, tp.prompt, tp.messages, sampling=prompts.sampling(rseed + k, chat))
                         for k, tp in enumerate(tps)]
             else:  # the paper's prompt: one prompt, n samples
                 tps = [prompts.for_target(t.example, t.prediction, pool, 0, rseed)] * per_wrong
-                reqs = [request(teacher, tps[0].prompt, tps[0].messages, sampling=prompts.sampling(rseed),
+                reqs = [request(teacher, tps[0].prompt, tps[0].messages, sampling=prompts.sampling(rseed, chat),
                                 n=per_wrong)]
             built.append(tps)
             requests += reqs

@@ -73,10 +73,14 @@ class Prompts:
 
     # ------------------------------------------------------------------ generation
 
-    def sampling(self, seed: int) -> Sampling:
+    def sampling(self, seed: int, chat: bool = False) -> Sampling:
+        """The card's sampling. A chat reply may put blank lines inside one multi-line example ("Problem:
+        ...\n\nSolution: ..."), so for chat, whitespace-only stops are dropped when examples span lines."""
         c = self.card
-        return Sampling(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=seed,
-                        stop=tuple(c.stop))
+        stop = tuple(c.stop)
+        if chat and "\n" in c.shot_template.strip():
+            stop = tuple(s for s in stop if s.strip())
+        return Sampling(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=seed, stop=stop)
 
     def max_shots(self, wanted: int) -> int:
         """`wanted`, capped by the card's `teacher.max_shots` (long examples overflow a small context)."""
