@@ -1,0 +1,209 @@
+"""The confirmatory study of docs/RESULTS.md: paired runs of every arm on every (data seed, training seed).
+
+    python bench/study.py --task trec --phase dev --data-seeds 0 1 --arms plain localaug steps
+    python bench/study.py --task trec --phase confirm --data-seeds 10 11 12 13 14 --test-size 200
+
+Arms (each an ordinary localaug run; the same student, teacher, seed set and training seed within a pair):
+
+    plain     fine-tuning on every seed example (recipe paper, one iteration)
+    paper     the paper's loop: its prompt, one new example per wrong seed example, every one kept
+    localaug  the default recipe (whatever `localaug run` does today)
+    random    the default recipe, untargeted: as many seed examples as it would target, drawn at random
+    steps     plain fine-tuning for as many optimizer steps as the paired localaug final model took
+    localaug-270m   the default recipe with the 270M model as its own teacher
+    tune      plain fine-tuning on 3/4 of the seeds scored on the other 1/4: how the epochs are chosen
+
+Phases keep development and confirmation apart: `dev` scores the first --test-size test rows; `confirm`
+skips the first 300 (the rows every development run scored) and should use data seeds no development run
+used. One JSON line per finished run is appended to --results (bench/results/study.jsonl, committed), and
+a run already there is not run again, so a killed study resumes; bench/study_report.py makes every table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from localaug.backends import make_student, teacher_cache_path
+from localaug.config import RunConfig, Settings, resolve
+from localaug.errors import UserError
+from localaug.loop import Loop
+from localaug.store import RunStore
+from localaug.tasks import load_task
+from localaug.teacher.cache import CachedTeacher, GenerationCache
+
+DEV_TEST_ROWS = 300  # development runs score test rows [0, 300); confirmation runs never do
+ARMS: dict[str, dict[str, Any]] = {
+    "plain": {"recipe": "paper", "iterations": 1, "preflight": 0},
+    "paper": {"recipe": "paper", "iterations": 2, "preflight": 0},
+    "localaug": {},
+    "random": {"target": "random", "preflight": 0},
+    "steps": {"recipe": "paper", "iterations": 1, "preflight": 0},  # + max_steps from the paired localaug run
+    "localaug-270m": {"teacher": "gemma3-270m"},
+    # Choosing the training budget: plain fine-tuning on 3/4 of the seeds, scored on the held-out 1/4.
+    "tune": {"recipe": "paper", "iterations": 1, "holdout": 0.25, "preflight": 0},
+}
+
+
+@cache
+def _inner_teacher(spec: str, threads: int | None) -> Any:
+    """One loaded model per teacher for the whole study (loading a 1.1 GB GGUF takes seconds)."""
+    from localaug.teacher import build_teacher
+
+    return build_teacher(spec, n_threads=threads)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _stage_sum(stages: dict[str, Any], suffix: str, key: str) -> int:
+    return sum(int(v.get(key, 0) or 0) for k, v in stages.items() if k.endswith(suffix))
+
+
+def record(settings: Settings, run: Path, arm: str, phase: str, study: str, wall: float) -> dict[str, Any]:
+    """The JSON line of a finished run: what was run, and every number the report needs."""
+    m = json.loads((run / "manifest.json").read_text())
+    stages = m["stages"]
+    its = [m["iterations"][k] for k in sorted(m["iterations"])]
+    final = m.get("final")
+    final_train = stages.get("final/train") or stages.get(f"iter_{len(its) - 1:02d}/train", {})
+    return {
+        "study": study, "phase": phase, "task": Path(settings.task).stem, "arm": arm,
+        "data_seed": settings.seed, "train_seed": settings.training_seed, "fingerprint": settings.fingerprint(),
+        "settings": settings.model_dump(exclude={"out", "cache_path", "data_dir"}),
+        "test_rows": [settings.test_offset, stages["prepare"]["test_size"]],
+        "seed_size": stages["prepare"]["seed_size"], "holdout_size": stages["prepare"]["holdout_size"],
+        "iterations": [{k: r.get(k) for k in ("test_accuracy", "seed_accuracy", "holdout_accuracy", "oof_accuracy",
+                                              "wrong", "new_examples", "train_size")} for r in its],
+        "final_test_accuracy": final["test_accuracy"] if final else its[-1]["test_accuracy"],
+        "kept_iteration": final["kept_iteration"] if final else len(its) - 1,
+        "added": final["added"] if final else sum(r.get("new_examples", 0) for r in its[:-1]),
+        "final_steps": final_train.get("steps"), "final_train_size": final_train.get("train_size"),
+        "teacher": m["models"].get("teacher"), "student": m["models"].get("student"),
+        "preflight": m.get("preflight"), "stopped_early": m.get("stopped_early"),
+        "teacher_counts": {"targets": _stage_sum(stages, "/augment", "wrong"),
+                           "completions": _stage_sum(stages, "/augment", "completions"),
+                           "parsed": _stage_sum(stages, "/augment", "parsed"),
+                           "repeats": _stage_sum(stages, "/augment", "repeats"),
+                           "verified": _stage_sum(stages, "/verify", "verified"),
+                           "accepted": _stage_sum(stages, "/dedup", "accepted")},
+        "stage_seconds": round(sum(v.get("seconds", 0.0) for v in stages.values()), 1),
+        "wall_seconds": round(wall, 1), "commit": _git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def run_arm(args: argparse.Namespace, arm: str, ds: int, ts: int, student: Any, extra: dict[str, Any],
+            done: dict[tuple[str, ...], dict[str, Any]]) -> dict[str, Any]:
+    task = load_task(args.task, args.data_dir)
+    values: dict[str, Any] = {"task": args.task, "seed": ds, "train_seed": ts, "seed_size": args.seed_size,
+                              "teacher": args.teacher, "student": args.student, "cache_path": args.cache,
+                              "data_dir": args.data_dir, "student_settings": dict(args.student_settings),
+                              **args.settings, **ARMS[arm], **extra}
+    if args.phase == "confirm":
+        values["test_offset"] = DEV_TEST_ROWS
+    values["test_size"] = args.test_size
+    settings = resolve(RunConfig(**{k: v for k, v in values.items() if v is not None}), task.defaults)
+    key = (args.phase, settings.fingerprint(), arm)
+    if key in done:
+        return done[key]
+    run = Path(args.out) / args.phase / Path(args.task).stem / f"{arm}-d{ds}-t{ts}-{settings.fingerprint()[:8]}"
+    settings.out = str(run)
+    store = RunStore.open_for_run(run, settings)
+    t0 = time.perf_counter()
+    try:
+        def make_teacher() -> Any:
+            inner = _inner_teacher(settings.teacher, args.teacher_threads)
+            return CachedTeacher(inner, GenerationCache(teacher_cache_path(settings)))
+
+        Loop(task, settings, store, student, make_teacher).run()
+    finally:
+        store.unlock()
+    rec = record(settings, run, arm, args.phase, args.study, time.perf_counter() - t0)
+    with open(args.results, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+    done[key] = rec
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--phase", choices=["dev", "confirm"], required=True)
+    ap.add_argument("--study", default="v2", help="a name for this study, recorded with every run")
+    ap.add_argument("--data-seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--arms", nargs="+", default=["plain", "localaug", "steps"], choices=list(ARMS))
+    ap.add_argument("--seed-size", type=int)
+    ap.add_argument("--test-size", type=int, default=DEV_TEST_ROWS)
+    ap.add_argument("--epochs", type=float, help="student training epochs (default: the task's)")
+    ap.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="run settings for every arm, e.g. find_errors=oof per_wrong=2 (YAML values)")
+    ap.add_argument("--student", default="gemma3-270m")
+    ap.add_argument("--teacher", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--teacher-threads", type=int)
+    ap.add_argument("--cache", default="bench/results/teacher-cache.sqlite", help="the study's teacher cache")
+    ap.add_argument("--results", default="bench/results/study.jsonl")
+    ap.add_argument("--out", default="runs/study")
+    ap.add_argument("--data-dir")
+    args = ap.parse_args(argv)
+    try:
+        return _study(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return UserError.exit_code
+
+
+def _study(args: argparse.Namespace) -> int:
+    import yaml
+
+    args.settings = {}
+    for item in args.sets:
+        key, _, value = item.partition("=")
+        args.settings[key] = yaml.safe_load(value)
+    task = load_task(args.task, args.data_dir)
+    args.student_settings = dict(task.defaults.student_settings)
+    if args.epochs:
+        args.student_settings["epochs"] = args.epochs
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple[str, ...], dict[str, Any]] = {}
+    if Path(args.results).exists():
+        for line in Path(args.results).read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            done[(r["phase"], r["fingerprint"], r["arm"])] = r
+    student = make_student(args.student, args.student_settings)
+    for ds in args.data_seeds:
+        for ts in args.train_seeds:
+            for arm in [a for a in args.arms if a != "steps"]:
+                r = run_arm(args, arm, ds, ts, student, {}, done)
+                _say(r)
+            if "steps" in args.arms:
+                ref = run_arm(args, "localaug", ds, ts, student, {}, done)
+                steps = ref["final_steps"]
+                r = run_arm(args, "steps", ds, ts, student,
+                            {"student_settings": {**args.student_settings, "max_steps": steps}}, done)
+                _say(r)
+    return 0
+
+
+def _say(r: dict[str, Any]) -> None:
+    its = " ".join(f"{x['test_accuracy']:.1%}" for x in r["iterations"])
+    tc = r["teacher_counts"]
+    print(f"{r['task']} {r['phase']} d{r['data_seed']} t{r['train_seed']} {r['arm']:14s} iterations {its} | final "
+          f"{r['final_test_accuracy']:.1%} (kept {r['kept_iteration']}, added {r['added']}; teacher: "
+          f"{tc['targets']} targets, {tc['parsed']} parsed, {tc['verified']} verified, {tc['accepted']} accepted) "
+          f"{r['wall_seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Every table of docs/RESULTS.md, regenerated from the raw per-run results (bench/results/study.jsonl).
+
+    python bench/study_report.py --write     # rewrite the generated blocks of docs/RESULTS.md
+    python bench/study_report.py --check     # exit 1 if the document's tables differ (a test runs this)
+
+A generated block sits between `<!-- generated:NAME -->` and `<!-- /generated -->`; everything else in the
+document is prose. Statistics: paired differences per (data seed, training seed), averaged within each
+data seed first, so the 95% t-interval and the p-value treat data seeds (not runs) as the independent
+units; p-values are Holm-adjusted across the comparisons of one task and phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "study.jsonl"
+DOC = ROOT / "docs" / "RESULTS.md"
+TASKS = ["trec", "snips", "sst2", "gsm8k", "casehold"]
+COMPARISONS = [("localaug", "plain"), ("localaug", "steps"), ("paper", "plain"), ("localaug", "random"),
+               ("localaug", "paper"), ("localaug-270m", "plain")]
+BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.DOTALL)
+
+
+def load(path: Path = RESULTS) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def paired(runs: list[dict[str, Any]], a: str, b: str) -> dict[int, list[float]]:
+    """Per data seed, the differences (points) a - b over the training seeds where both arms ran."""
+    by = {(r["arm"], r["data_seed"], r["train_seed"]): r["final_test_accuracy"] for r in runs}
+    out: dict[int, list[float]] = defaultdict(list)
+    for (arm, ds, ts), acc in sorted(by.items()):
+        if arm == a and (b, ds, ts) in by:
+            out[ds].append(100 * (acc - by[(b, ds, ts)]))
+    return dict(out)
+
+
+def clustered(diffs: dict[int, list[float]]) -> dict[str, float]:
+    """Mean, 95% t-interval and two-sided p over data-seed means (the independent units)."""
+    means = [statistics.fmean(v) for v in diffs.values()]
+    n = len(means)
+    m = statistics.fmean(means) if means else math.nan
+    if n < 2:
+        return {"mean": m, "lo": math.nan, "hi": math.nan, "p": math.nan, "clusters": n,
+                "pairs": sum(len(v) for v in diffs.values())}
+    se = statistics.stdev(means) / math.sqrt(n)
+    half = stats.t.ppf(0.975, n - 1) * se
+    p = 1.0 if se == 0 and m == 0 else (0.0 if se == 0 else float(2 * stats.t.sf(abs(m) / se, n - 1)))
+    return {"mean": m, "lo": m - half, "hi": m + half, "p": p, "clusters": n,
+            "pairs": sum(len(v) for v in diffs.values())}
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order (nan stays nan)."""
+    idx = sorted((i for i, p in enumerate(ps) if not math.isnan(p)), key=lambda i: ps[i])
+    out, running = list(ps), 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (len(idx) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def _f(x: float, fmt: str = "{:+.1f}") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def _ci(c: dict[str, float]) -> str:
+    return f"{_f(c['mean'])} [{_f(c['lo'])}, {_f(c['hi'])}]"
+
+
+def comparison_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
+    lines = ["| task | comparison | mean difference, points [95% CI] | data seeds x training seeds | "
+             "Holm-adjusted p |", "|---|---|---:|---:|---:|"]
+    for task in TASKS:
+        mine = [r for r in runs if r["task"] == task and r["phase"] == phase]
+        rows = []
+        for a, b in COMPARISONS:
+            d = paired(mine, a, b)
+            if d:
+                rows.append((f"{a} - {b}", clustered(d)))
+        adj = holm([c["p"] for _, c in rows])
+        for (name, c), p in zip(rows, adj, strict=True):
+            lines.append(f"| {task} | {name} | {_ci(c)} | {c['clusters']} x {c['pairs'] // max(c['clusters'], 1)} | "
+                         f"{_f(p, '{:.3f}')} |")
+    return lines
+
+
+def arm_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
+    lines = ["| task | arm | runs | test accuracy, % (mean ± SD) | teacher examples added (mean) | "
+             "final model kept teacher data | test rows | minutes per run (median) |",
+             "|---|---|---:|---:|---:|---:|---|---:|"]
+    for task in TASKS:
+        mine = [r for r in runs if r["task"] == task and r["phase"] == phase]
+        for arm in sorted({r["arm"] for r in mine}, key=_arm_order):
+            rs = [r for r in mine if r["arm"] == arm]
+            accs = [100 * r["final_test_accuracy"] for r in rs]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            kept = sum(1 for r in rs if r["kept_iteration"] > 0 and r["added"] > 0)
+            rows_ = sorted({f"{r['test_rows'][0]}-{r['test_rows'][0] + r['test_rows'][1] - 1}" for r in rs})
+            lines.append(f"| {task} | {arm} | {len(rs)} | {statistics.fmean(accs):.1f} ± {sd:.1f} | "
+                         f"{statistics.fmean(r['added'] for r in rs):.1f} | {kept}/{len(rs)} | {', '.join(rows_)} | "
+                         f"{statistics.median(r['wall_seconds'] for r in rs) / 60:.1f} |")
+    return lines
+
+
+def _arm_order(arm: str) -> tuple[int, str]:
+    order = ["plain", "steps", "paper", "localaug", "random", "localaug-270m", "tune"]
+    return (order.index(arm) if arm in order else len(order), arm)
+
+
+def run_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
+    lines = ["| task | data / train seed | arm | test accuracy by iteration, % | final, % | OOF wrong | "
+             "targets | parsed | repeats | verified | added | preflight (teacher) |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted((r for r in runs if r["phase"] == phase and r["arm"] != "tune"),
+                    key=lambda r: (TASKS.index(r["task"]) if r["task"] in TASKS else 99, r["data_seed"],
+                                   r["train_seed"], _arm_order(r["arm"]))):
+        tc = r["teacher_counts"]
+        its = ", ".join(_f(100 * x["test_accuracy"], "{:.1f}") for x in r["iterations"])
+        pre = r.get("preflight") or {}
+        wrong = r["iterations"][0].get("wrong") if len(r["iterations"]) > 1 else None
+        lines.append(f"| {r['task']} | {r['data_seed']} / {r['train_seed']} | {r['arm']} | {its} | "
+                     f"{100 * r['final_test_accuracy']:.1f} | {_f(wrong, '{}')} | {tc['targets']} | {tc['parsed']} | "
+                     f"{tc['repeats']} | {tc['verified']} | {r['added']} | "
+                     f"{_f(pre.get('teacher_accuracy', math.nan) * 100, '{:.0f}%')} |")
+    return lines
+
+
+def tune_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["| task | epochs | data seeds | held-out seed accuracy, % (mean) | held-out examples per run |",
+             "|---|---:|---|---:|---:|"]
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        if r["arm"] == "tune":
+            groups[(r["task"], float(r["settings"]["student_settings"].get("epochs", 0)))].append(r)
+    for (task, epochs), rs in sorted(groups.items(), key=lambda kv: (TASKS.index(kv[0][0]), kv[0][1])):
+        held = [100 * r["iterations"][0]["holdout_accuracy"] for r in rs]
+        lines.append(f"| {task} | {epochs:g} | {', '.join(str(r['data_seed']) for r in rs)} | "
+                     f"{statistics.fmean(held):.1f} | {rs[0]['holdout_size']} |")
+    return lines
+
+
+BLOCKS: dict[str, Callable[[list[dict[str, Any]]], list[str]]] = {
+    "confirm-comparisons": lambda rs: comparison_table(rs, "confirm"),
+    "confirm-arms": lambda rs: arm_table(rs, "confirm"),
+    "confirm-runs": lambda rs: run_table(rs, "confirm"),
+    "dev-comparisons": lambda rs: comparison_table(rs, "dev"),
+    "dev-arms": lambda rs: arm_table(rs, "dev"),
+    "dev-runs": lambda rs: run_table(rs, "dev"),
+    "tune": tune_table,
+}
+
+
+def render(doc: str, runs: list[dict[str, Any]]) -> str:
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(2)
+        if name not in BLOCKS:
+            raise SystemExit(f"docs/RESULTS.md: unknown generated block '{name}'")
+        return m.group(1) + "\n".join(BLOCKS[name](runs)) + "\n" + m.group(4)
+
+    return BLOCK.sub(fill, doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--doc", type=Path, default=DOC)
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true")
+    mode.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    doc = args.doc.read_text(encoding="utf-8")
+    new = render(doc, load(args.results))
+    if args.write:
+        args.doc.write_text(new, encoding="utf-8")
+        return 0
+    if new != doc:
+        print(f"{args.doc}: the generated tables differ from {args.results}; run "
+              "python bench/study_report.py --write", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
