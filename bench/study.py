@@ -12,6 +12,7 @@ Arms (each an ordinary localaug run; the same student, teacher, seed set and tra
     steps     plain fine-tuning for as many optimizer steps as the paired localaug final model took
     localaug-270m   the default recipe with the 270M model as its own teacher
     tune      plain fine-tuning on 3/4 of the seeds scored on the other 1/4: how the epochs are chosen
+    localaug-filter, localaug-holdout   development variants of the recipe (consistency filter; held-out choice)
 
 Phases keep development and confirmation apart: `dev` scores the first --test-size test rows; `confirm`
 skips the first 300 (the rows every development run scored) and should use data seeds no development run
@@ -46,6 +47,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "random": {"target": "random", "preflight": 0},
     "steps": {"recipe": "paper", "iterations": 1, "preflight": 0},  # + max_steps from the paired localaug run
     "localaug-270m": {"teacher": "gemma3-270m"},
+    # Development variants of the recipe (docs/RESULTS.md, "Development"): the winner became the default.
+    "localaug-filter": {"find_errors": "oof", "filter": "students"},
+    "localaug-holdout": {"holdout": 0.25},
     # Choosing the training budget: plain fine-tuning on 3/4 of the seeds, scored on the held-out 1/4.
     "tune": {"recipe": "paper", "iterations": 1, "holdout": 0.25, "preflight": 0},
 }

@@ -29,7 +29,8 @@ RESULTS = ROOT / "bench" / "results" / "study.jsonl"
 DOC = ROOT / "docs" / "RESULTS.md"
 TASKS = ["trec", "snips", "sst2", "gsm8k", "casehold"]
 COMPARISONS = [("localaug", "plain"), ("localaug", "steps"), ("paper", "plain"), ("localaug", "random"),
-               ("localaug", "paper"), ("localaug-270m", "plain")]
+               ("localaug", "paper"), ("localaug-270m", "plain"), ("localaug-filter", "plain"),
+               ("localaug-holdout", "plain"), ("localaug-filter", "localaug"), ("localaug-holdout", "localaug")]
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.DOTALL)
 
 
@@ -116,7 +117,8 @@ def arm_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
 
 
 def _arm_order(arm: str) -> tuple[int, str]:
-    order = ["plain", "steps", "paper", "localaug", "random", "localaug-270m", "tune"]
+    order = ["plain", "steps", "paper", "localaug", "random", "localaug-270m", "localaug-filter",
+             "localaug-holdout", "tune"]
     return (order.index(arm) if arm in order else len(order), arm)
 
 

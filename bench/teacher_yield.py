@@ -1,15 +1,17 @@
-"""What the teacher's output is worth: parse rate, verification rate, and a file to judge labels by hand.
+"""What a teacher's output is worth: label precision judged blind, before and after verification.
 
-For one task it draws a seed set, picks N seed examples as if the student had got them wrong, and asks the
-teacher for new examples with the paper's prompt and with localaug's list prompt; every candidate then goes
-through the teacher verifier. It prints, per prompt, how many completions parsed, why the others failed,
-and how many passed verification, and writes every candidate (with its verdict) to a JSONL file with an
-empty `judged_correct` field for a person to fill in:
+    python bench/teacher_yield.py collect --task trec --teacher qwen2.5-coder-1.5b     # ~4 min on 2 cores
+    python bench/teacher_yield.py precision                                              # the table
 
-    python bench/teacher_yield.py --task trec --n 25 --per-wrong 2 --out runs/yield
+`collect` draws the task's seed set (data seed 0), picks 25 seed examples as if the student had got them
+wrong, asks the teacher for 2 new examples each with localaug's list prompt, and runs every parsed
+candidate through the verifier. It writes two files under bench/judged/:
 
-`--precision FILE` reads such a file back once judged and prints label precision before and after
-verification.
+    <task>-<teacher>-blind.jsonl      id, intended label, text: what the judge reads, without any verdict
+    <task>-<teacher>-verdicts.jsonl   id, whether the verifier kept it: not to be opened before judging
+
+The judge (a person) adds `judged_correct` (true/false: does the text fit its intended label?) to every
+row of the blind file, saved as <task>-<teacher>-judged.jsonl. `precision` joins judged and verdict files.
 """
 
 from __future__ import annotations
@@ -27,83 +29,83 @@ from localaug.backends import make_teacher
 from localaug.config import RunConfig, resolve
 from localaug.data import sample_seed
 from localaug.errors import UserError
-from localaug.tasks.task import load_task
+from localaug.tasks import load_task
 from localaug.verify import verify_with_teacher
 
+JUDGED = Path(__file__).resolve().parent / "judged"
+SHORT = {"qwen2.5-coder-1.5b": "qwen1.5b", "gemma3-270m": "gemma270m"}
 
-def _some_wrong_answer(task: Any, data: dict[str, Any], rng: random.Random) -> str | None:
-    """A plausible wrong student answer for the paper's prompt (which shows it to the teacher)."""
-    if task.kind.name == "classification":
-        return rng.choice([k for k in task.labels if k != data["label"]])
-    if task.kind.name == "multiple_choice":
-        return str((int(data["label"]) + 1 + rng.randrange(4)) % 5)
-    return None
+
+def _paths(task: str, teacher: str) -> tuple[Path, Path, Path]:
+    stem = f"{task}-{SHORT.get(teacher, Path(teacher).stem)}"
+    return JUDGED / f"{stem}-blind.jsonl", JUDGED / f"{stem}-verdicts.jsonl", JUDGED / f"{stem}-judged.jsonl"
 
 
 def collect(args: argparse.Namespace) -> int:
     task = load_task(args.task, args.data_dir)
-    cfg = resolve(RunConfig(task=args.task, teacher=args.teacher, cache_path=args.cache), task.defaults)
-    teacher = make_teacher(cfg)
-    pool = task.load_split("train")
-    stratify = task.label_of if task.kind.name == "classification" else None
-    seed = sample_seed(pool, size=args.seed_size or cfg.seed_size, seed=args.seed, stratify_by=stratify)
-    rng = random.Random(args.seed)
-    targets = rng.sample(seed, min(args.n, len(seed)))
-    wrong = [Target(e, _some_wrong_answer(task, e.data, rng)) for e in targets]
-    out_rows: list[dict[str, Any]] = []
-    print(f"{task.name}: {len(targets)} seed examples x {args.per_wrong} samples per prompt")
-    for name, shots in (("paper", 0), ("list", args.shots)):
-        res = augment(task, teacher, wrong, iteration=0, per_wrong=args.per_wrong, run_seed=args.seed,
-                      max_retries=0, shots=shots, pool=seed)
-        ver = verify_with_teacher(task, teacher, res.accepted, seed, run_seed=args.seed)
-        kept = {e.id for e in ver.accepted}
-        reasons = Counter(r["reason"].split(":")[0] for r in res.rejected)
-        print(f"  {name:5s} prompt: {res.completions} completions, {len(res.accepted)} parsed "
-              f"({dict(reasons)} rejected), {len(ver.accepted)} verified"
-              + (" (verification skipped: no discrete answer)" if ver.skipped else ""))
-        for e in res.accepted:
-            out_rows.append({"prompt": name, "id": e.id, "seed_id": e.meta.get("seed_id"), **e.data,
-                             "verified": e.id in kept, "judged_correct": None})
-    path = Path(args.out) / f"{Path(args.task).stem}-candidates.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in out_rows))
-    print(f"candidates to judge: {path}")
+    settings = resolve(RunConfig(task=args.task, teacher=args.teacher, cache_path=args.cache), task.defaults)
+    teacher = make_teacher(settings)
+    seed = sample_seed(task.load_split("train"), size=args.seed_size or settings.seed_size, seed=0,
+                       stratify_by=task.stratify())
+    rng = random.Random(0)
+    targets = [Target(e, None) for e in rng.sample(seed, min(args.n, len(seed)))]
+    res = augment(task, teacher, targets, iteration=0, per_wrong=args.per_wrong, run_seed=0, max_retries=0,
+                  shots=4, pool=seed)
+    ver = verify_with_teacher(task, teacher, res.accepted, seed, run_seed=0)
+    kept = {e.id for e in ver.accepted}
+    reasons = Counter(r["reason"].split(":")[0] for r in res.rejected)
+    print(f"{task.name} with {args.teacher}: {res.completions} completions, {len(res.accepted)} parsed "
+          f"({dict(reasons)} rejected), {len(ver.accepted)} verified")
+    blind, verdicts, _ = _paths(Path(args.task).stem, args.teacher)
+    blind.parent.mkdir(parents=True, exist_ok=True)
+    order = sorted(res.accepted, key=lambda e: random.Random(e.id).random())  # shuffled: no lineage order
+    blind.write_text("".join(json.dumps({"id": e.id, "label": e.data.get("label"), "label_word":
+                                         task.labels.get(str(e.data.get("label")), ""),
+                                         "text": task.dedup_text(e)}) + "\n" for e in order))
+    verdicts.write_text("".join(json.dumps({"id": e.id, "verified": e.id in kept}) + "\n" for e in order))
+    print(f"to judge: {blind} (verdicts kept apart in {verdicts})")
     return 0
 
 
-def precision(path: Path) -> int:
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    judged = [r for r in rows if r.get("judged_correct") is not None]
-    print(f"{path}: {len(judged)} of {len(rows)} candidates judged")
-    for prompt in sorted({r["prompt"] for r in judged}):
-        mine = [r for r in judged if r["prompt"] == prompt]
-        ver = [r for r in mine if r["verified"]]
+def precision_rows(judged_dir: Path = JUDGED) -> list[dict[str, Any]]:
+    """One row per judged (task, teacher): counts before and after verification."""
+    out = []
+    for judged in sorted(judged_dir.glob("*-judged.jsonl")):
+        stem = judged.name.removesuffix("-judged.jsonl")
+        task, teacher = stem.split("-", 1)
+        rows = [json.loads(x) for x in judged.read_text().splitlines() if x.strip()]
+        verdicts = {r["id"]: r["verified"] for r in map(json.loads, (judged_dir / f"{stem}-verdicts.jsonl")
+                                                         .read_text().splitlines())}
+        kept = [r for r in rows if verdicts[r["id"]]]
+        out.append({"task": task, "teacher": teacher, "n": len(rows),
+                    "correct": sum(r["judged_correct"] for r in rows), "kept": len(kept),
+                    "kept_correct": sum(r["judged_correct"] for r in kept),
+                    "refused_wrong": sum(not r["judged_correct"] for r in rows if not verdicts[r["id"]])})
+    return out
 
-        def share(xs: list[dict[str, Any]]) -> str:
-            return f"{sum(r['judged_correct'] for r in xs)}/{len(xs)}" + (
-                f" = {sum(r['judged_correct'] for r in xs) / len(xs):.0%}" if xs else "")
 
-        print(f"  {prompt:5s} prompt: label correct before verification {share(mine)}, "
-              f"after {share(ver)}")
+def precision(_: argparse.Namespace) -> int:
+    for r in precision_rows():
+        print(f"{r['task']:6s} {r['teacher']:10s} before verification {r['correct']}/{r['n']}, "
+              f"after {r['kept_correct']}/{r['kept']}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", default="trec")
-    ap.add_argument("--n", type=int, default=25, help="seed examples to ask about")
-    ap.add_argument("--per-wrong", type=int, default=2)
-    ap.add_argument("--shots", type=int, default=4)
-    ap.add_argument("--seed-size", type=int)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--teacher", default="gemma3-270m")
-    ap.add_argument("--cache", help="teacher cache (default: the user cache)")
-    ap.add_argument("--out", default="runs/yield")
-    ap.add_argument("--data-dir")
-    ap.add_argument("--precision", type=Path, help="a judged candidates file: print label precision")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--task", default="trec")
+    c.add_argument("--teacher", default="qwen2.5-coder-1.5b")
+    c.add_argument("--n", type=int, default=25, help="seed examples to ask about")
+    c.add_argument("--per-wrong", type=int, default=2)
+    c.add_argument("--seed-size", type=int)
+    c.add_argument("--cache", help="teacher cache (default: the user cache)")
+    c.add_argument("--data-dir")
+    sub.add_parser("precision")
     args = ap.parse_args(argv)
     try:
-        return precision(args.precision) if args.precision else collect(args)
+        return collect(args) if args.cmd == "collect" else precision(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return UserError.exit_code

@@ -24,9 +24,9 @@ Fraction = Field(ge=0, lt=1)
 RECIPES: dict[str, dict[str, Any]] = {
     # The paper's loop: its prompt, one new example per wrong seed, every teacher example kept.
     "paper": {"shots": 0, "verify": "none", "holdout": 0.0},
-    # For small local teachers: a same-label list prompt, teacher verification, 3 tries per wrong seed,
-    # and a quarter of the seed set held out to decide whether augmentation is kept at all.
-    "localaug": {"shots": 4, "verify": "teacher", "holdout": 0.25, "per_wrong": 3},
+    # localaug: out-of-fold error finding (a converged student gets its own seeds right), a same-label list
+    # prompt with 3 samples per target, and teacher verification (docs/RESULTS.md, "Development").
+    "localaug": {"shots": 4, "verify": "teacher", "holdout": 0.0, "per_wrong": 3, "find_errors": "oof", "folds": 2},
 }
 
 

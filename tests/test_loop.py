@@ -144,10 +144,11 @@ def test_trec_seed_54_three_iterations_on_shared_data(tmp_path: Path, data_dir: 
     assert store.manifest["stages"]["prepare"]["seed_size"] == 54
     assert store.manifest["stages"]["prepare"]["test_size"] == 500
     assert len(result.iterations) == 3, result.stopped_early
-    held = store.manifest["stages"]["prepare"]["holdout_size"]
-    assert held == 14 and result.iterations[0]["train_size"] == 54 - held  # default recipe: a quarter held out
+    # The default recipe: every seed example in the loop, errors found out of fold, no final retraining.
+    assert store.manifest["stages"]["prepare"]["holdout_size"] == 0 and result.iterations[0]["train_size"] == 54
+    assert (store.root / "iter_00" / "eval_oof.jsonl").exists() and "oof_accuracy" in result.iterations[0]
     assert result.iterations[1]["train_size"] > result.iterations[0]["train_size"]
-    assert result.final is not None and result.final["train_size"] >= 54  # the final model sees every seed
+    assert result.final is None
 
 
 def test_untargeted_control_asks_about_as_many_random_seed_examples(tmp_path: Path) -> None:

@@ -106,7 +106,8 @@ def test_select_iteration_prefers_plain_fine_tuning_unless_beaten() -> None:
 def test_recipes_fill_only_what_the_user_left_open() -> None:
     card = TaskDefaults(per_wrong=1)
     d = resolve(RunConfig(), card)
-    assert (d.recipe, d.shots, d.verify, d.holdout, d.per_wrong) == ("localaug", 4, "teacher", 0.25, 3)
+    assert (d.recipe, d.shots, d.verify, d.holdout, d.per_wrong) == ("localaug", 4, "teacher", 0.0, 3)
+    assert (d.find_errors, d.folds, d.filter) == ("oof", 2, "none")
     p = resolve(RunConfig(recipe="paper"), card)
     assert (p.shots, p.verify, p.holdout, p.per_wrong) == (0, "none", 0.0, 1)
     mixed = resolve(RunConfig(recipe="paper", verify="teacher", per_wrong=2), card)
@@ -120,7 +121,8 @@ def test_recipes_fill_only_what_the_user_left_open() -> None:
 def _run_demo(tmp_path: Path, teacher: object, **over: object) -> Loop:
     task = load_task("demo")
     over = {"iterations": 3, "seed_size": 18, **over}
-    over = {"seed": 5, "per_wrong": 1, **over}
+    # These tests pin each piece of the recipe on its own: the error finding of the paper, a held-out quarter.
+    over = {"seed": 5, "per_wrong": 1, "find_errors": "student", "holdout": 0.25, **over}
     cfg = resolve(RunConfig(task="demo", **over), task.defaults)
     store = RunStore.open_for_run(tmp_path / "run", cfg)
     cached = CachedTeacher(teacher, GenerationCache(tmp_path / "cache.sqlite"))  # type: ignore[arg-type]
@@ -160,7 +162,7 @@ def test_held_out_seeds_never_reach_training_or_the_teacher(tmp_path: Path) -> N
 
 def test_teacher_copies_of_held_out_seeds_are_rejected_as_contamination(tmp_path: Path) -> None:
     task = load_task("demo")
-    cfg = resolve(RunConfig(task="demo", seed_size=18, seed=5), task.defaults)
+    cfg = resolve(RunConfig(task="demo", seed_size=18, seed=5, holdout=0.25), task.defaults)
     probe = RunStore.open_for_run(tmp_path / "probe", cfg)
     Loop(task, cfg, probe, FakeStudent(), FakeTeacher).prepare()
     held_text = probe.read_jsonl("holdout.jsonl")[0]["text"]
@@ -271,4 +273,4 @@ def test_consistency_filter_keeps_what_the_student_that_never_saw_the_source_agr
     assert all(r["reason"].startswith("students: the out-of-fold student answered") for r in refused)
     assert {r["id"] for r in refused} <= {r.get("id") for r in st.read_jsonl("iter_00/rejected.jsonl")}
     with pytest.raises(UserError, match="needs find_errors: oof"):
-        resolve(build_config(filter="students"), TaskDefaults())
+        resolve(build_config(filter="students", find_errors="student"), TaskDefaults())
