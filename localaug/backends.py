@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import UserError
-from .modelcards import DEFAULT_MODEL
+from .modelcards import DEFAULT_TEACHER
 from .protocols import Student, Teacher
 
 
@@ -70,7 +70,7 @@ def make_teacher(settings: Settings) -> Teacher:
     opts = dict(settings.teacher_settings)
     if settings.teacher_url:
         # The default card says nothing about a server's model: assume chat unless the user names a card.
-        card = None if settings.teacher == DEFAULT_MODEL else settings.teacher
+        card = None if settings.teacher == DEFAULT_TEACHER else settings.teacher
         inner = build_teacher(card, url=settings.teacher_url, model=settings.teacher_model,
                               api_key_env=settings.teacher_api_key_env, **opts)
     elif is_plugin(settings.teacher):

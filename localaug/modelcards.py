@@ -17,7 +17,8 @@ from .cards import builtin_card, builtin_names
 from .errors import UserError
 from .schema import Strict, load_yaml_model
 
-DEFAULT_MODEL = "gemma3-270m"
+DEFAULT_STUDENT = "gemma3-270m"  # the CPU student
+DEFAULT_TEACHER = "qwen2.5-coder-1.5b"  # a teacher that can teach (docs/teachers.md)
 
 
 class GgufParts(Strict):

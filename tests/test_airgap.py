@@ -42,7 +42,9 @@ try:
     reach = "connected"
 except OSError as e:
     reach = errno.errorcode.get(e.errno, str(e))
-common = ["--task", "demo", "--iterations", "2", "--test-size", "12", "--epochs", "1", "--seed", "3"]
+# The 270M model as teacher keeps this test quick; the default teacher is the audit-hook test's (test_offline.py).
+common = ["--task", "demo", "--iterations", "2", "--test-size", "12", "--epochs", "1", "--seed", "3",
+          "--teacher", "gemma3-270m"]
 local = subprocess.run([f"{venv_bin}/localaug", "run", *common, "--out", f"{out}/local",
                         "--cache", f"{out}/c1.sqlite"], capture_output=True, text=True)
 port = 18431

@@ -71,7 +71,8 @@ def test_generate_command(tmp_path: Path, data_dir: Path) -> None:
     inp = tmp_path / "wrong.jsonl"
     inp.write_text("".join(json.dumps({**e.data, "prediction": "billing"}) + "\n" for e in rows))
     out = tmp_path / "new.jsonl"
-    res = subprocess.run([sys.executable, "-m", "localaug.cli", "generate", "--task", "demo", "--input", str(inp),
+    res = subprocess.run([sys.executable, "-m", "localaug.cli", "generate", "--task", "demo", "--teacher",
+                          "gemma3-270m", "--input", str(inp),
                           "--out", str(out), "--cache", str(tmp_path / "c.sqlite")], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -93,7 +94,8 @@ def test_generate_command_with_a_pool_uses_the_list_prompt_and_the_verifier(tmp_
     inp = tmp_path / "wrong.jsonl"
     inp.write_text("".join(json.dumps({**e.data, "prediction": "billing"}) + "\n" for e in pool[:4]))
     out = tmp_path / "new.jsonl"
-    res = subprocess.run([sys.executable, "-m", "localaug.cli", "generate", "--task", "demo", "--input", str(inp),
+    res = subprocess.run([sys.executable, "-m", "localaug.cli", "generate", "--task", "demo", "--teacher",
+                          "gemma3-270m", "--input", str(inp),
                           "--out", str(out), "--pool", str(tmp_path / "pool.jsonl"), "--per-wrong", "2",
                           "--cache", str(tmp_path / "c.sqlite")], cwd=REPO, capture_output=True, text=True,
                          timeout=600)

@@ -150,7 +150,7 @@ _CHILD = textwrap.dedent(
     from localaug.protocols import GenerationRequest, Sampling
     from localaug.teacher import build_teacher
 
-    t = CachedTeacher(build_teacher(batch_sequences=4, n_threads=1), GenerationCache(sys.argv[1]))
+    t = CachedTeacher(build_teacher("gemma3-270m", batch_sequences=4, n_threads=1), GenerationCache(sys.argv[1]))
     s = Sampling(temperature=0.8, max_tokens=int(sys.argv[3]), seed=11)
     reqs = [GenerationRequest(sampling=s, prompt=f"Item {i}: a short question about cities:", n=2)
             for i in range(int(sys.argv[2]))]
@@ -172,7 +172,8 @@ def _child(db: Path, n_req: int, max_tokens: int) -> subprocess.Popen[str]:
 def test_second_identical_call_makes_zero_model_calls(tmp_path: Path) -> None:
     from localaug.teacher import build_teacher
 
-    t = CachedTeacher(build_teacher(batch_sequences=4, n_threads=1), GenerationCache(tmp_path / "c.sqlite"))
+    inner = build_teacher("gemma3-270m", batch_sequences=4, n_threads=1)
+    t = CachedTeacher(inner, GenerationCache(tmp_path / "c.sqlite"))
     reqs = [GenerationRequest(sampling=Sampling(max_tokens=6, seed=2), prompt=f"Fact {i}:", n=2)
             for i in range(3)]
     first = t.generate(reqs)

@@ -91,7 +91,7 @@ def test_completions_concurrent_samples_stops(server: tuple[str, str]) -> None:
 def test_same_greedy_text_as_in_process(server: tuple[str, str]) -> None:
     url, model = server
     http = build_teacher(url=url, model=model, chat_template=False)
-    local = build_teacher(n_threads=1)
+    local = build_teacher("gemma3-270m", n_threads=1)
     req = [GenerationRequest(sampling=Sampling(temperature=0.0, max_tokens=12), prompt="a b c d e f g")]
     assert http.generate(req)[0][0].text == local.generate(req)[0][0].text
 

@@ -48,7 +48,7 @@ def test_default_card_is_a_base_model_with_file_identity(teacher: LlamaCppTeache
     assert isinstance(teacher, Teacher)
     assert teacher.prefers_completion  # Gemma 270M base: no chat template -> completion prompts
     assert teacher.identity.startswith("llama.cpp:") and len(teacher.identity) == len("llama.cpp:") + 64
-    assert build_teacher().identity == teacher.identity  # hash is remembered, and stable
+    assert build_teacher("gemma3-270m").identity == teacher.identity  # hash is remembered, and stable
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 @click.option("--seed-size", type=int, help="Seed examples drawn from the train split.")
 @click.option("--seed-fraction", type=float, help="Or: the fraction of the train split.")
 @click.option("--student", help="Student model card (name or path) [gemma3-270m].")
-@click.option("--teacher", help="Teacher model card (name or path) [gemma3-270m].")
+@click.option("--teacher", help="Teacher model card (name or path) [qwen2.5-coder-1.5b].")
 @click.option("--teacher-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--teacher-model", help="Model name on that server.")
 @click.option("--recipe", type=click.Choice(["localaug", "paper"]),

@@ -28,7 +28,7 @@ def _bar(console: Console) -> Progress:
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="JSONL of wrong seed examples (task fields, optional 'prediction').")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Accepted examples.")
-@click.option("--teacher", default="gemma3-270m", show_default=True, help="Teacher model card.")
+@click.option("--teacher", default="qwen2.5-coder-1.5b", show_default=True, help="Teacher model card.")
 @click.option("--teacher-url", help="OpenAI-compatible server instead of the in-process teacher.")
 @click.option("--teacher-model", help="Model name on that server.")
 @click.option("--per-wrong", type=int, default=1, show_default=True)

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..modelcards import DEFAULT_MODEL, ModelCard, Source, load_model_card
+from ..modelcards import DEFAULT_STUDENT, ModelCard, Source, load_model_card
 from ..protocols import EvalItem, EvalResult, ProgressFn, TrainItem, TrainStats
 from .plan import SOURCE_OVERRIDES, StudentPlan, model_load_kwargs, resolve_plan
 from .weights import weights_dir
 
 
-def load_student(card: str | Path | ModelCard = DEFAULT_MODEL, **overrides: Any) -> HFStudent:
+def load_student(card: str | Path | ModelCard = DEFAULT_STUDENT, **overrides: Any) -> HFStudent:
     """Load a student from a model card name or path. Overrides: any `student.*` key, a flat LoRA/train key
     (e.g. `epochs=1`, `r=8`), or a weights source (`hf_path=...`, `gguf_path=...`) replacing the card's."""
     mc = card if isinstance(card, ModelCard) else load_model_card(card)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..modelcards import DEFAULT_MODEL, load_model_card
+from ..modelcards import DEFAULT_TEACHER, load_model_card
 from ..protocols import Teacher
 
 
@@ -30,7 +30,7 @@ def build_teacher(card: str | Path | None = None, *, url: str | None = None, mod
     if url is None:
         from .llamacpp import LlamaCppTeacher
 
-        mc = load_model_card(card or DEFAULT_MODEL)
+        mc = load_model_card(card or DEFAULT_TEACHER)
         settings = {**mc.teacher.model_dump(exclude_none=True), **{k: v for k, v in opts.items() if v is not None}}
         return LlamaCppTeacher(mc.gguf_file(), chat_template=mc.chat_template, **settings)
     from .http import HttpTeacher

@@ -1,0 +1,39 @@
+"""docs/RESULTS.md's tables are regenerated from the committed raw results; a stale table fails here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import study_report  # noqa: E402  (bench/ is a folder of scripts)
+
+
+def test_every_generated_table_matches_the_raw_results() -> None:
+    doc = study_report.DOC.read_text(encoding="utf-8")
+    runs = study_report.load()
+    names = [m.group(2) for m in study_report.BLOCK.finditer(doc)]
+    assert {"confirm-comparisons", "confirm-arms", "confirm-runs", "dev-comparisons", "tune"} <= set(names)
+    assert study_report.render(doc, runs) == doc, "run: python bench/study_report.py --write"
+    # The check can fail: one changed number in the raw results changes a table.
+    changed = [dict(r) for r in runs]
+    changed[0] = json.loads(json.dumps(changed[0]))
+    changed[0]["final_test_accuracy"] += 0.5
+    changed[0]["iterations"][0]["holdout_accuracy"] = (changed[0]["iterations"][0].get("holdout_accuracy") or 0) + 0.5
+    assert study_report.render(doc, changed) != doc
+
+
+def test_statistics_treat_data_seeds_as_the_units() -> None:
+    # Two data seeds with two training seeds each: the interval comes from the 2 data-seed means.
+    runs = [{"arm": arm, "data_seed": ds, "train_seed": ts, "final_test_accuracy": acc}
+            for ds, ts, a, b in [(0, 0, 0.80, 0.70), (0, 1, 0.70, 0.70), (1, 0, 0.75, 0.70), (1, 1, 0.75, 0.70)]
+            for arm, acc in (("localaug", a), ("plain", b))]
+    d = study_report.paired(runs, "localaug", "plain")
+    assert {k: [round(x, 6) for x in v] for k, v in d.items()} == {0: [10.0, 0.0], 1: [5.0, 5.0]}
+    c = study_report.clustered(d)
+    assert c["clusters"] == 2 and c["pairs"] == 4 and abs(c["mean"] - 5.0) < 1e-9
+    assert abs(c["hi"] - c["mean"]) < 1e-9  # both data seeds have mean 5: no spread between the units
+    assert study_report.holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
