@@ -83,7 +83,7 @@ def record(settings: Settings, run: Path, arm: str, phase: str, study: str, wall
     final = m.get("final")
     final_train = stages.get("final/train") or stages.get(f"iter_{len(its) - 1:02d}/train", {})
     return {
-        "study": study, "phase": phase, "task": Path(settings.task).stem, "arm": arm,
+        "study": study, "phase": phase, "task": Path(settings.task).stem, "arm": arm, "run": run.name,
         "data_seed": settings.seed, "train_seed": settings.training_seed, "fingerprint": settings.fingerprint(),
         "settings": settings.model_dump(exclude={"out", "cache_path", "data_dir"}),
         "test_rows": [settings.test_offset, stages["prepare"]["test_size"]],
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default="bench/results/study.jsonl")
     ap.add_argument("--out", default="runs/study")
     ap.add_argument("--data-dir")
+    ap.add_argument("--plain-from-localaug", action="store_true",
+                    help="record plain fine-tuning from iteration 0 of each localaug run instead of training it again")
     args = ap.parse_args(argv)
     try:
         return _study(args)
@@ -191,6 +193,8 @@ def _study(args: argparse.Namespace) -> int:
             for arm in [a for a in args.arms if a != "steps"]:
                 r = run_arm(args, arm, ds, ts, student, {}, done)
                 _say(r)
+            if args.plain_from_localaug:
+                _say(derive_plain(args, run_arm(args, "localaug", ds, ts, student, {}, done), done))
             if "steps" in args.arms:
                 ref = run_arm(args, "localaug", ds, ts, student, {}, done)
                 steps = ref["final_steps"]
@@ -198,6 +202,31 @@ def _study(args: argparse.Namespace) -> int:
                             {"student_settings": {**args.student_settings, "max_steps": steps}}, done)
                 _say(r)
     return 0
+
+
+def derive_plain(args: argparse.Namespace, ref: dict[str, Any], done: dict[tuple[str, ...], dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """The plain arm read off iteration 0 of the paired localaug run, instead of training it again.
+
+    With no held-out seeds, iteration 0 IS plain fine-tuning on every seed example, with the same data,
+    training seed and budget; CPU training is deterministic, so a separate plain run gives the same
+    adapter (the development runs ran both: bench/study_report.py checks they agree)."""
+    if ref["holdout_size"]:
+        raise UserError("--plain-from-localaug needs localaug runs without held-out seeds (holdout: 0)")
+    key = (args.phase, ref["fingerprint"], "plain")
+    if key in done:
+        return done[key]
+    it0 = ref["iterations"][0]
+    m = json.loads((Path(args.out) / args.phase / ref["task"] / ref["run"] / "manifest.json").read_text())
+    rec = {**ref, "arm": "plain", "derived_from": ref["run"], "iterations": [it0],
+           "final_test_accuracy": it0["test_accuracy"], "kept_iteration": 0, "added": 0,
+           "final_steps": m["stages"]["iter_00/train"]["steps"], "final_train_size": it0["train_size"],
+           "teacher": None, "preflight": None, "stopped_early": None, "wall_seconds": 0.0,
+           "teacher_counts": dict.fromkeys(ref["teacher_counts"], 0)}
+    with open(args.results, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+    done[key] = rec
+    return rec
 
 
 def _say(r: dict[str, Any]) -> None:

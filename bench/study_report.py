@@ -154,7 +154,20 @@ def tune_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def plain_check(runs: list[dict[str, Any]]) -> list[str]:
+    """Development pairs that ran plain fine-tuning on its own: does it equal iteration 0 of localaug?"""
+    plain = {(r["task"], r["data_seed"], r["train_seed"]): r["final_test_accuracy"]
+             for r in runs if r["phase"] == "dev" and r["arm"] == "plain" and not r.get("derived_from")}
+    pairs = [(plain[k], r["iterations"][0]["test_accuracy"]) for r in runs
+             if r["phase"] == "dev" and r["arm"] == "localaug" and r["holdout_size"] == 0
+             and (k := (r["task"], r["data_seed"], r["train_seed"])) in plain]
+    same = sum(a == b for a, b in pairs)
+    return [f"In {same} of {len(pairs)} development pairs, plain fine-tuning run on its own scored exactly what "
+            "iteration 0 of the paired localaug run scored."]
+
+
 BLOCKS: dict[str, Callable[[list[dict[str, Any]]], list[str]]] = {
+    "plain-check": plain_check,
     "confirm-comparisons": lambda rs: comparison_table(rs, "confirm"),
     "confirm-arms": lambda rs: arm_table(rs, "confirm"),
     "confirm-runs": lambda rs: run_table(rs, "confirm"),

@@ -14,7 +14,7 @@ from typing import Any
 
 from .protocols import GenerationRequest, ProgressFn, Teacher
 from .tasks import Example, Task
-from .tasks.prompts import TeacherPrompt
+from .tasks.prompts import TeacherPrompt, prompts_of
 
 
 @dataclass
@@ -81,7 +81,7 @@ def augment(
     that many examples from `pool` (the seed set) like the target (see Prompts.listing).
     """
     result = Candidates()
-    prompts = task.prompts
+    prompts = prompts_of(task)
     pending = list(targets)
     chat = not teacher.prefers_completion
     total = len(pending) * per_wrong

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .augment import Candidates, Target, augment
 from .config import Settings
@@ -31,35 +31,11 @@ from .data import sample_seed
 from .dedup import DedupConfig, DedupIndex
 from .errors import UserError
 from .failpoints import failpoint, halfway
+from .observer import NullObserver, Observer
 from .protocols import Student, Teacher
 from .recipe import Recipe
 from .store import RunStore, iter_dir
 from .tasks import Example, Judged, Task
-
-
-class Observer(Protocol):
-    def note(self, message: str) -> None: ...
-    def stage_start(self, iteration: int, stage: str, total: int) -> None: ...
-    def progress(self, done: int, total: int, info: dict[str, Any]) -> None: ...
-    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None: ...
-    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None: ...
-
-
-class NullObserver:
-    def note(self, message: str) -> None:
-        pass
-
-    def stage_start(self, iteration: int, stage: str, total: int) -> None:
-        pass
-
-    def progress(self, done: int, total: int, info: dict[str, Any]) -> None:
-        pass
-
-    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None:
-        pass
-
-    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None:
-        pass
 
 
 @dataclass

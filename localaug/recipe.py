@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .augment import Target
 from .data import sample_seed
@@ -24,7 +24,32 @@ from .tasks import Example, Judged
 from .verify import teacher_accuracy, verify_with_teacher
 
 if TYPE_CHECKING:
-    from .loop import Loop
+    from collections.abc import Callable
+
+    from .config import Settings
+    from .observer import Observer
+    from .protocols import Teacher
+    from .store import RunStore
+    from .tasks import Task
+
+
+class Stages(Protocol):
+    """What the recipe uses of the loop (loop.Loop): its run, and its resumable stages."""
+
+    task: Task
+    settings: Settings
+    store: RunStore
+    obs: Observer
+
+    @property
+    def teacher(self) -> Teacher: ...
+
+    def stage(self, i: int, name: str, total: int, work: Callable[[], dict[str, Any]],
+              folder: str | None = None) -> dict[str, Any]: ...
+
+    def train(self, i: int, data: list[Example], folder: str | None = None) -> None: ...
+
+    def evaluate(self, i: int, split: str, examples: list[Example], folder: str | None = None) -> Judged: ...
 
 FINAL, PREFLIGHT = -1, -2  # the iteration numbers the final model's and the preflight's stages report
 
@@ -62,7 +87,7 @@ def source_of(example: Example) -> str:
 
 
 class Recipe:
-    def __init__(self, loop: Loop) -> None:
+    def __init__(self, loop: Stages) -> None:
         self.loop = loop
         self.settings = loop.settings
 

@@ -24,6 +24,7 @@ from .augment import request_seed
 from .protocols import GenerationRequest, ProgressFn, Sampling, Teacher
 from .tasks import Example, Task
 from .tasks.maths import final_number
+from .tasks.prompts import prompts_of
 
 SOLVE_SYSTEM = ("Solve the maths word problem step by step. Mark each calculation as <<expression=result>> and "
                 "end with a line '#### ' followed by the final number.")
@@ -43,7 +44,7 @@ def shared_shots(task: Task, pool: Sequence[Example], exclude: set[str], per_lab
     pool = [e for e in pool if e.id not in exclude]
     rng = random.Random(seed)
     if task.kind.name != "classification":
-        return rng.sample(pool, min(len(pool), task.prompts.max_shots(per_label * 2)))
+        return rng.sample(pool, min(len(pool), prompts_of(task).max_shots(per_label * 2)))
     picked: list[Example] = []
     for label in task.labels:
         same = [e for e in pool if task.label_of(e) == label]
@@ -57,12 +58,12 @@ def label_request(task: Task, teacher: Teacher, example: Example, shots: list[Ex
     if task.kind.scored:
         choices = task.eval_item(example, "score").choices or ()
         longest = max(len(c) for c in choices)
-        return GenerationRequest(prompt=task.prompts.verify(example, shots),
+        return GenerationRequest(prompt=prompts_of(task).verify(example, shots),
                                  sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=longest // 2 + 8, seed=0),
                                  choices=choices)
     greedy = Sampling(temperature=0.0, top_p=1.0, max_tokens=384, seed=0, stop=("\n\n\n", "\nProblem:"))
     if teacher.prefers_completion:
-        return GenerationRequest(prompt=task.prompts.verify(example, shots), sampling=greedy)
+        return GenerationRequest(prompt=prompts_of(task).verify(example, shots), sampling=greedy)
     question = task.kind.fields(example.data, task.labels)["question"]
     return GenerationRequest(messages=(("system", SOLVE_SYSTEM), ("user", question)), sampling=greedy)
 

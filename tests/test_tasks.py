@@ -12,6 +12,7 @@ from localaug.data import sample_seed
 from localaug.protocols import EvalResult
 from localaug.tasks import builtin_task_names, load_task
 from localaug.tasks.maths import final_answer, predicted_number, wrong_calculations
+from localaug.tasks.prompts import prompts_of
 
 EXPECTED_ROWS = {
     "gsm8k": {"train": 7473, "test": 1319},
@@ -92,7 +93,7 @@ def test_number_extraction() -> None:
 def test_teacher_prompt_shows_gold_and_wrong_answer(data_dir: Path) -> None:
     task = load_task("trec")
     ex = task.load_split("train")[0]
-    tp = task.prompts.paper(ex, "LOC")
+    tp = prompts_of(task).paper(ex, "LOC")
     assert ex.data["text"] in tp.prompt
     assert tp.prompt.endswith("New question:")
     assert "Student's wrong answer type: location" in tp.prompt
@@ -111,13 +112,13 @@ def test_teacher_parse_round_trip(name: str, data_dir: Path) -> None:
     data = task.kind.validate(dict(new), task.labels, Where())
     fields = task.kind.fields(data, task.labels)
     text = task.card.teacher.new.format(**fields)
-    tp = task.prompts.paper(seed, None)
+    tp = prompts_of(task).paper(seed, None)
     completion = text[len(tp.prefix):]
-    parsed, reason = task.prompts.parse(completion, seed, tp.prefix)
+    parsed, reason = prompts_of(task).parse(completion, seed, tp.prefix)
     # The card's own example parses, but a verbatim copy of it is never a new example.
     assert parsed is None and reason == "copy: the card's worked example"
     tweaked = completion.replace(fields[next(iter(task.kind.fields_in_file))][:12], "Zanzibar quokka ", 1)
-    parsed, reason = task.prompts.parse(tweaked, seed, tp.prefix)
+    parsed, reason = prompts_of(task).parse(tweaked, seed, tp.prefix)
     assert reason == "" and parsed is not None, reason
     if task.kind.name == "classification":
         assert parsed["label"] == seed.data["label"]  # the label comes from the seed, not the teacher
@@ -131,7 +132,7 @@ def test_teacher_parser_never_crashes(name: str, text: str) -> None:
     from localaug.tasks import Example
 
     seed = _SEEDS[name]
-    parsed, reason = task.prompts.parse(text, Example("s", seed), "New: ")
+    parsed, reason = prompts_of(task).parse(text, Example("s", seed), "New: ")
     assert (parsed is None) == bool(reason)
 
 
@@ -152,7 +153,7 @@ def test_math_parser_checks_arithmetic(q: str, a: int, b: int, lie: bool) -> Non
 
     result = a * b + (1 if lie else 0)
     text = f" {q.replace(chr(10), ' ')}?\nNew solution: {a}*{b}=<<{a}*{b}={result}>>{result}\n#### {result}"
-    parsed, reason = task.prompts.parse(text, Example("s", _SEEDS["gsm8k"]), "New problem:")
+    parsed, reason = prompts_of(task).parse(text, Example("s", _SEEDS["gsm8k"]), "New problem:")
     if not q.strip() or q.strip() + "?" == _SEEDS["gsm8k"]["question"]:
         return
     if lie:
@@ -183,7 +184,7 @@ def test_math_final_answer_must_come_from_a_checked_calculation() -> None:
     seed = Example("s", _SEEDS["gsm8k"])
 
     def parse(solution: str) -> tuple[object, str]:
-        return task.prompts.parse(f" Ann has 4 bags of 6 pears. How many pears?\nNew solution: {solution}",
+        return prompts_of(task).parse(f" Ann has 4 bags of 6 pears. How many pears?\nNew solution: {solution}",
                                   seed, "New problem:")
 
     assert parse("4*6 = <<4*6=24>>24 pears.\n#### 24")[0] is not None

@@ -10,6 +10,7 @@ Each comes as a completion prompt (base models) and as chat turns (instruction m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -17,14 +18,12 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import UserError
 from ..protocols import Sampling
 from .kinds import Where
-
-if TYPE_CHECKING:
-    from .task import Example, Task
+from .task import Example, Task
 
 
 @dataclass
@@ -187,3 +186,9 @@ class Prompts:
             parts.append(item.prompt + item.completion)
         parts.append(self.task.train_item(candidate).prompt)
         return "\n\n".join(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def prompts_of(task: Task) -> Prompts:
+    """The task's teacher prompting (its templates are compiled once per task)."""
+    return Prompts(task)

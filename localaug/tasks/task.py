@@ -2,15 +2,14 @@
 
 `Task` reads and validates the card's data, renders a row into the student's training pair and
 evaluation query, and judges the student's answers. What the teacher is asked, and how its text is read
-back, lives in `prompts.py` (`task.prompts`). The card's keys are documented in docs/task-cards.md.
+back, lives in `prompts.py` (`prompts_of(task)`). The card's keys are documented in docs/task-cards.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..cards import builtin_card, builtin_dir, builtin_names
 from ..data import data_root, read_rows
@@ -19,9 +18,6 @@ from ..protocols import EvalItem, EvalResult, TrainItem
 from ..schema import load_yaml_model
 from .card import BUILTIN_PREFIX, TaskCard
 from .kinds import KINDS, Kind, Where
-
-if TYPE_CHECKING:
-    from .prompts import Prompts
 
 
 @dataclass(frozen=True)
@@ -62,13 +58,6 @@ class Task:
         self.labels: dict[str, str] = dict(card.labels)
         self.defaults = card.defaults
         self._data_dir = data_dir
-
-    @cached_property
-    def prompts(self) -> Prompts:
-        """What the teacher is asked about this task, and how its answers are parsed."""
-        from .prompts import Prompts
-
-        return Prompts(self)
 
     # ------------------------------------------------------------------ data
 
