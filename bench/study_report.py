@@ -104,7 +104,7 @@ def arm_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
              "|---|---|---:|---:|---:|---:|---|---:|"]
     for task in TASKS:
         mine = [r for r in runs if r["task"] == task and r["phase"] == phase]
-        for arm in sorted({r["arm"] for r in mine}, key=_arm_order):
+        for arm in sorted({r["arm"] for r in mine if r["arm"] != "tune"}, key=_arm_order):
             rs = [r for r in mine if r["arm"] == arm]
             accs = [100 * r["final_test_accuracy"] for r in rs]
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0

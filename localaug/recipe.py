@@ -156,12 +156,15 @@ class Recipe:
         if not pre:
             return
         teacher = pre["teacher_accuracy"]
-        student = row.get("holdout_accuracy")
-        measured_on = "held-out seed examples it never trained on"
-        if student is None:  # no held-out seeds: its own training examples are all there is
+        # The fair comparison is with what the student does on examples it never trained on.
+        if row.get("holdout_accuracy") is not None:
+            student, measured_on = row["holdout_accuracy"], "held-out seed examples it never trained on"
+        elif row.get("oof_accuracy") is not None:
+            student, measured_on = row["oof_accuracy"], "seed examples it never trained on (out of fold)"
+        else:  # one iteration, nothing held out: its own training examples are all there is
             student, measured_on = row["seed_accuracy"], "its own training examples"
         pre.update(student_seed_accuracy=row["seed_accuracy"], student_holdout_accuracy=row.get("holdout_accuracy"),
-                   warning=None)
+                   student_oof_accuracy=row.get("oof_accuracy"), warning=None)
         if teacher <= student:
             pre["warning"] = (
                 f"the teacher labels {teacher:.0%} of seed examples right, the plain fine-tuned student {student:.0%} "

@@ -115,7 +115,11 @@ def preflight_lines(pre: dict[str, Any] | None) -> list[str]:
     out = ["## Teacher preflight", "",
            f"Before the loop, the teacher labelled {pre['correct']} of {pre['total']} seed examples right "
            f"({pre['teacher_accuracy']:.1%}), asked as its verifier asks it (`preflight/teacher.jsonl`)."]
-    if pre.get("student_holdout_accuracy") is not None:
+    if pre.get("student_oof_accuracy") is not None:
+        out.append(f"Students trained without them (out of fold) got {pre['student_oof_accuracy']:.1%} of the seed "
+                   f"examples right; plain fine-tuning got {pre['student_seed_accuracy']:.1%} of its own training "
+                   "examples right.")
+    elif pre.get("student_holdout_accuracy") is not None:
         out.append(f"Plain fine-tuning (iteration 0) got {pre['student_holdout_accuracy']:.1%} of the held-out seed "
                    f"examples right ({pre['student_seed_accuracy']:.1%} of its own training examples).")
     elif pre.get("student_seed_accuracy") is not None:

@@ -274,3 +274,24 @@ def test_consistency_filter_keeps_what_the_student_that_never_saw_the_source_agr
     assert {r["id"] for r in refused} <= {r.get("id") for r in st.read_jsonl("iter_00/rejected.jsonl")}
     with pytest.raises(UserError, match="needs find_errors: oof"):
         resolve(build_config(filter="students", find_errors="student"), TaskDefaults())
+
+
+def test_preflight_puts_the_teacher_beside_the_student_and_warns_when_it_is_no_better(tmp_path: Path) -> None:
+    from localaug.report import write_report
+
+    # A teacher that labels every seed example "billing": right for one intent in six.
+    loop = _run_demo(tmp_path, ScriptedTeacher(lambda p: " billing"), find_errors="oof", holdout=0.0,
+                     seed_size=24, iterations=2, preflight=64)
+    st = loop.store
+    pre = st.manifest["preflight"]
+    rows = st.read_jsonl("preflight/teacher.jsonl")
+    assert pre["total"] == len(rows) == 24 and pre["correct"] == sum(r["correct"] for r in rows)
+    assert {r["prediction"] for r in rows} == {"billing"} and pre["teacher_accuracy"] < 0.3
+    assert pre["student_oof_accuracy"] == st.manifest["iterations"]["00"]["oof_accuracy"]
+    assert pre["warning"] and "out of fold" in pre["warning"]
+    report = write_report(st).read_text()
+    assert "## Teacher preflight" in report and "**Warning:**" in report
+    # A teacher that answers right says nothing: the FakeTeacher labels by nearest neighbour, like the student.
+    good = _run_demo(tmp_path / "g", FakeTeacher(), find_errors="oof", holdout=0.0, seed_size=24, iterations=2)
+    gp = good.store.manifest["preflight"]
+    assert (gp["warning"] is None) == (gp["teacher_accuracy"] > gp["student_oof_accuracy"])
