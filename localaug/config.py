@@ -50,6 +50,8 @@ class Settings(Strict):
                               description="target at least this fraction of seeds: wrong + least-sure right")
     iterations: int = Field(ge=1, description="students trained (iteration 0 = plain fine-tuning)")
     per_wrong: int = Field(ge=1, description="new examples asked per wrong seed example (paper: 1)")
+    max_targets: int | None = Field(None, ge=1, description="a teacher budget: at most this many targets per "
+                                                            "iteration, a seeded random share (None: all)")
     max_retries: int = Field(2, ge=0, description="extra teacher attempts for a target that yielded nothing")
     preflight: int = Field(64, ge=0, description="seed examples the teacher labels before the loop (0: none)")
     test_size: int | None = Field(None, ge=1, description="evaluate on the first N test rows (None: all)")

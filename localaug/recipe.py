@@ -231,6 +231,10 @@ class Recipe:
         if self.settings.target == "random":
             rng = random.Random(f"{self.settings.seed}/{i}/random-target")
             wrong = [rows[k] for k in sorted(rng.sample(range(len(rows)), len(wrong)))]
+        cap = self.settings.max_targets
+        if cap is not None and len(wrong) > cap:  # a teacher budget: a seeded random share of the targets
+            rng = random.Random(f"{self.settings.seed}/{i}/max-targets")
+            wrong = [wrong[k] for k in sorted(rng.sample(range(len(wrong)), cap))]
         return [Target(by_id[r["id"]], r["prediction"]) for r in wrong]
 
     # ------------------------------------------------------------------ verification

@@ -295,3 +295,14 @@ def test_preflight_puts_the_teacher_beside_the_student_and_warns_when_it_is_no_b
     good = _run_demo(tmp_path / "g", FakeTeacher(), find_errors="oof", holdout=0.0, seed_size=24, iterations=2)
     gp = good.store.manifest["preflight"]
     assert (gp["warning"] is None) == (gp["teacher_accuracy"] > gp["student_oof_accuracy"])
+
+
+def test_max_targets_caps_what_the_teacher_is_asked_about(tmp_path: Path) -> None:
+    capped = _run_demo(tmp_path / "c", FakeTeacher(), verify="none", iterations=2, max_targets=2)
+    free = _run_demo(tmp_path / "f", FakeTeacher(), verify="none", iterations=2)
+    wrong = {r["id"] for r in free.store.read_jsonl("iter_00/eval_seed.jsonl") if not r["correct"]}
+    assert len(wrong) > 2 and free.store.stage_info("iter_00/augment")["wrong"] == len(wrong)
+    assert capped.store.stage_info("iter_00/augment")["wrong"] == 2
+    asked = {r["meta"]["seed_id"] for r in capped.store.read_jsonl("iter_00/candidates.jsonl")}
+    asked |= {r["seed_id"] for r in capped.store.read_jsonl("iter_00/rejected_parse.jsonl")}
+    assert len(asked) == 2 and asked <= wrong
