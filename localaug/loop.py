@@ -128,13 +128,15 @@ class Loop:
               folder: str | None = None) -> dict[str, Any]:
         """Run `work` (which writes the stage's artefacts) unless its marker says it is done; its summary."""
         key = f"{folder or iter_dir(i)}/{name}"
+        # A stage in a sub-folder of an iteration (an out-of-fold student) says which, for the progress.
+        label = f"{name}@{folder.rsplit('/', 1)[-1]}" if folder and folder.startswith("iter_") else name
         if not self.store.stage_done(key):
-            self.obs.stage_start(i, name, total)
+            self.obs.stage_start(i, label, total)
             t0 = time.perf_counter()
             info = work()
             info["seconds"] = round(time.perf_counter() - t0, 3)
             self.store.mark_done(key, **info)
-            self.obs.stage_end(i, name, info)
+            self.obs.stage_end(i, label, info)
         return self.store.stage_info(key)
 
     def prepare(self) -> tuple[list[Example], list[Example], list[Example]]:

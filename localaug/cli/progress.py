@@ -13,7 +13,16 @@ from ..report import iteration_table
 STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
                "eval_test": "evaluating on test set", "augment": "teacher writing examples",
                "dedup": "dedup + contamination guard", "eval_holdout": "evaluating on held-out seeds",
-               "verify": "teacher checking labels", "teacher": "teacher labelling seed examples"}
+               "verify": "teacher checking labels", "teacher": "teacher labelling seed examples",
+               "eval_fold": "out-of-fold student judging its seed examples",
+               "eval_candidates": "out-of-fold student judging teacher examples"}
+
+
+def _words(stage: str) -> str:
+    """What a stage is doing, for people ("train@fold1": the out-of-fold student of fold 1 training)."""
+    base, _, sub = stage.partition("@")
+    words = STAGE_WORDS.get(base, base)
+    return f"{words} ({sub.replace('fold', 'fold ')})" if sub else words
 
 
 def _where(iteration: int, total: int) -> str:
@@ -47,7 +56,7 @@ class RichObserver:
     def stage_start(self, iteration: int, stage: str, total: int) -> None:
         if self._task_id is not None:
             self._bar.remove_task(self._task_id)
-        desc = f"{_where(iteration, self.iterations)} · {STAGE_WORDS.get(stage, stage)}"
+        desc = f"{_where(iteration, self.iterations)} · {_words(stage)}"
         self._task_id = self._bar.add_task(desc, total=max(total, 1), info="")
 
     def progress(self, done: int, total: int, info: dict[str, Any]) -> None:
@@ -80,7 +89,7 @@ class RichObserver:
         if "parsed" in summary:
             bits.append(f"{summary['parsed']} parsed of {summary.get('completions', 0)} "
                         f"({summary.get('cached', 0)} from cache)")
-        self.console.log(f"{_where(iteration, self.iterations)} {STAGE_WORDS.get(stage, stage)}: "
+        self.console.log(f"{_where(iteration, self.iterations)} {_words(stage)}: "
                          + ", ".join(bits))
 
     def iteration_end(self, iteration: int, row: dict[str, Any]) -> None:
