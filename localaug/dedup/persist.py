@@ -8,7 +8,6 @@ Written to a temp file and renamed, so a crash leaves the old file.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..files import atomic_file
 
 FORMAT_VERSION = 1  # bump when normalisation, shingle hashing or permutations change: stored signatures
 # are only comparable with signatures computed by the same code
@@ -23,22 +23,10 @@ FORMAT_VERSION = 1  # bump when normalisation, shingle hashing or permutations c
 
 def write_index(path: Path, meta: dict[str, Any], sigs: np.ndarray) -> None:
     """Write meta (FORMAT_VERSION is put first) and signatures atomically."""
-    path = Path(path)
     meta = {"format": FORMAT_VERSION, **meta}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                meta=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
-                sigs=sigs,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(Path(path)) as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
+                 sigs=sigs)
 
 
 def read_index(path: Path) -> tuple[dict[str, Any], np.ndarray]:
