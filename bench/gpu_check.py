@@ -188,11 +188,12 @@ def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_toke
     st = load_student(CARD, **overrides)
     plan = st.plan
     res["identity"] = st.identity.replace(str(model_dir), "<random checkpoint>")
-    bs, ga, max_len = int(plan.train["batch_size"]), int(plan.train["grad_accum"]), int(plan.train["max_length"])
+    bs, ga, max_len = plan.train.batch_size, plan.train.grad_accum, plan.train.max_length
     n_eval = int(plan.eval_batch_size)
     items = make_items(steps * bs * ga, n_eval, max_len, config.vocab_size, seed)
     res["plan"] = {"device": plan.device, "precision": plan.precision, "quantization": plan.quantization,
-                   "lora": plan.lora, "train": plan.train, "eval_batch_size": n_eval,
+                   # the card's typed sections, as plain dicts for the JSON report
+                   "lora": plan.lora.model_dump(), "train": plan.train.model_dump(), "eval_batch_size": n_eval,
                    "max_new_tokens_cap": plan.max_new_tokens}
     mem = Mem(cuda)
 
