@@ -43,7 +43,8 @@ def _paths(task: str, teacher: str) -> tuple[Path, Path, Path]:
 
 def collect(args: argparse.Namespace) -> int:
     task = load_task(args.task, args.data_dir)
-    settings = resolve(RunConfig(task=args.task, teacher=args.teacher, cache_path=args.cache), task.defaults)
+    settings = resolve(RunConfig(task=args.task, teacher=args.teacher, cache_path=args.cache,
+                                 teacher_settings={"n_threads": args.threads} if args.threads else {}), task.defaults)
     teacher = make_teacher(settings)
     seed = sample_seed(task.load_split("train"), size=args.seed_size or settings.seed_size, seed=0,
                        stratify_by=task.stratify())
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--per-wrong", type=int, default=2)
     c.add_argument("--seed-size", type=int)
     c.add_argument("--cache", help="teacher cache (default: the user cache)")
+    c.add_argument("--threads", type=int, help="llama.cpp threads (default: the card's)")
     c.add_argument("--data-dir")
     sub.add_parser("precision")
     args = ap.parse_args(argv)
