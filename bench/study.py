@@ -121,6 +121,10 @@ def run_arm(args: argparse.Namespace, arm: str, ds: int, ts: int, student: Any, 
     key = (args.phase, settings.fingerprint(), arm)
     if key in done:
         return done[key]
+    if settings.student_settings != args.student_settings:
+        # This arm trains differently (the step-matched control's max_steps): the shared student would
+        # silently train with the study's settings instead.
+        student = make_student(settings.student, settings.student_settings)
     run = Path(args.out) / args.phase / Path(args.task).stem / f"{arm}-d{ds}-t{ts}-{settings.fingerprint()[:8]}"
     settings.out = str(run)
     store = RunStore.open_for_run(run, settings)
@@ -200,6 +204,8 @@ def _study(args: argparse.Namespace) -> int:
                 steps = ref["final_steps"]
                 r = run_arm(args, "steps", ds, ts, student,
                             {"student_settings": {**args.student_settings, "max_steps": steps}}, done)
+                if r["final_steps"] != steps:  # the control is only a control if it trained that long
+                    raise SystemExit(f"steps arm trained {r['final_steps']} steps, not {steps}: {r['run']}")
                 _say(r)
     return 0
 
