@@ -168,9 +168,10 @@ class Recipe:
         if teacher <= student:
             pre["warning"] = (
                 f"the teacher labels {teacher:.0%} of seed examples right, the plain fine-tuned student {student:.0%} "
-                f"of {measured_on}: a teacher no better than the student cannot tell its good examples from bad "
-                "ones, and its data is unlikely to help. A stronger teacher (a larger --teacher card, or "
-                "--teacher-url) is the fix.")
+                f"of {measured_on}: the teacher is no better a judge of labels than the student, so its "
+                "verification can let wrong examples through. Read what it added (iter_XX/augment.jsonl) and "
+                "compare the result with plain fine-tuning (iteration 0) before trusting it; a stronger teacher "
+                "(a larger --teacher card, or --teacher-url) is the lasting fix.")
             self.loop.obs.note("warning: " + pre["warning"])
         self.loop.store.save_manifest()
 
