@@ -54,7 +54,7 @@ def final_verdict(rows: list[dict[str, Any]], final: dict[str, Any]) -> str:
                   "examples plus those")
     return (f"Held-out seed accuracy ({scores}). {choice} (final/adapter). Its test accuracy is "
             f"{final['test_accuracy']:.1%}. The iteration rows are the loop's students, trained without the "
-            "held-out seeds. One run is one sample: compare over several seeds (bench/quality.py).")
+            "held-out seeds. One run is one sample: compare over several seeds (bench/study.py).")
 
 
 def verdict(rows: list[dict[str, Any]], final: dict[str, Any] | None = None) -> str:
@@ -76,7 +76,7 @@ def verdict(rows: list[dict[str, Any]], final: dict[str, Any] | None = None) -> 
                  "adapter (iter_00/adapter), or use a stronger teacher.")
     elif best["iteration"] != last["iteration"]:
         text += f" The best test accuracy was at iteration {best['iteration']} ({best['test_accuracy']:.1%})."
-    text += (" One run is one sample: compare over several seeds (bench/quality.py) before drawing "
+    text += (" One run is one sample: compare over several seeds (bench/study.py) before drawing "
              "conclusions.")
     return text
 
