@@ -192,3 +192,14 @@ def test_math_final_answer_must_come_from_a_checked_calculation() -> None:
     assert parse("She has 24 pears.\n#### 24") == (None, "arithmetic: the final answer is not the result of "
                                                           "any <<calculation>>")
     assert parse("4*6 = <<4*6=24>>24 pears.\n#### 30")[0] is None
+
+
+def test_a_chat_preamble_before_the_example_is_not_part_of_it() -> None:
+    from localaug.tasks import Example
+
+    task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
+    reply = ("Sure! Here's another example:\n\nProblem:\nA farmer divides 120 acres among 3 children. How many "
+             "acres does each get?\nSolution: 120/3 = <<120/3=40>>40 acres.\n#### 40")
+    parsed, reason = prompts_of(task).parse(reply, Example("s", _SEEDS["gsm8k"]), "Problem:", template="shot")
+    assert parsed is not None, reason
+    assert parsed["question"] == "A farmer divides 120 acres among 3 children. How many acres does each get?"

@@ -155,6 +155,11 @@ class Prompts:
         if not m:
             return None, "parse: output does not follow the card's 'new' format"
         parsed = {k: v.strip() for k, v in m.groupdict().items()}
+        first, head = next(iter(parsed), None), prefix.strip()
+        if first and head and head in parsed[first]:
+            # A chat reply's preamble before the example ("Sure! Here's another example:\n\nProblem: ..."):
+            # the example starts after the last label.
+            parsed[first] = parsed[first].rsplit(head, 1)[1].strip()
         kind = self.task.kind
         try:
             data, reason = kind.from_fields(parsed, seed_ex.data, self.task.labels)
