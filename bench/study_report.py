@@ -112,8 +112,14 @@ def arm_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
             rows_ = sorted({f"{r['test_rows'][0]}-{r['test_rows'][0] + r['test_rows'][1] - 1}" for r in rs})
             lines.append(f"| {task} | {arm} | {len(rs)} | {statistics.fmean(accs):.1f} ± {sd:.1f} | "
                          f"{statistics.fmean(r['added'] for r in rs):.1f} | {kept}/{len(rs)} | {', '.join(rows_)} | "
-                         f"{statistics.median(r['wall_seconds'] for r in rs) / 60:.1f} |")
+                         f"{_minutes(rs)} |")
     return lines
+
+
+def _minutes(rs: list[dict[str, Any]]) -> str:
+    """Median minutes per run; plain runs read off a localaug run's iteration 0 took no time of their own."""
+    timed = [r["wall_seconds"] for r in rs if not r.get("derived_from")]
+    return f"{statistics.median(timed) / 60:.1f}" if timed else "read off localaug"
 
 
 def _arm_order(arm: str) -> tuple[int, str]:
