@@ -69,6 +69,12 @@ def select_iteration(holdout_correct: list[int]) -> int:
     return best
 
 
+def seeded_share(items: list[Any], k: int, salt: str) -> list[Any]:
+    """k of the items, drawn by a generator seeded with `salt`, in their original order."""
+    rng = random.Random(salt)
+    return [items[j] for j in sorted(rng.sample(range(len(items)), k))]
+
+
 def holdout_size(seed_size: int, fraction: float) -> int:
     """How many seed examples `fraction` holds out; an error when either side would be under 2."""
     if fraction <= 0:
@@ -230,12 +236,10 @@ class Recipe:
                            key=lambda r: (r["margin"], r["id"]))
             wrong += [dict(r, prediction=r.get("runner_up")) for r in close[: want - len(wrong)]]
         if self.settings.target == "random":
-            rng = random.Random(f"{self.settings.seed}/{i}/random-target")
-            wrong = [rows[k] for k in sorted(rng.sample(range(len(rows)), len(wrong)))]
+            wrong = seeded_share(rows, len(wrong), f"{self.settings.seed}/{i}/random-target")
         cap = self.settings.max_targets
         if cap is not None and len(wrong) > cap:  # a teacher budget: a seeded random share of the targets
-            rng = random.Random(f"{self.settings.seed}/{i}/max-targets")
-            wrong = [wrong[k] for k in sorted(rng.sample(range(len(wrong)), cap))]
+            wrong = seeded_share(wrong, cap, f"{self.settings.seed}/{i}/max-targets")
         return [Target(by_id[r["id"]], r["prediction"]) for r in wrong]
 
     # ------------------------------------------------------------------ verification
