@@ -50,10 +50,15 @@ def template_prefix(template: str) -> str:
 
 
 def _compile_template(template: str) -> re.Pattern[str]:
-    """A card template read backwards: each {field} becomes a lazy capture group."""
+    """A card template read backwards: each {field} becomes a lazy capture group.
+
+    A line break before a label (the one before "Solution: ") may be any whitespace: chat models often
+    run the label on in the same line ("...How much is left? Solution: ..."). A bare line break between
+    two fields stays a line break, the only thing that separates them."""
     parts = []
     for literal, name, _, _ in string.Formatter().parse(template):
-        parts.append(re.escape(literal).replace("\\\n", r"\s*\n\s*").replace("\\ ", r"\s*"))
+        newline = r"\s+" if literal.strip() else r"\s*\n\s*"
+        parts.append(re.escape(literal).replace("\\\n", newline).replace("\\ ", r"\s*"))
         if name:
             parts.append(f"(?P<{name}>.+?)")
     return re.compile(r"\s*" + "".join(parts) + r"\s*$", re.DOTALL)
