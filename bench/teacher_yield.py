@@ -9,6 +9,8 @@ candidate through the verifier. It writes two files under bench/judged/:
 
     <task>-<teacher>-blind.jsonl      id, intended label, text: what the judge reads, without any verdict
     <task>-<teacher>-verdicts.jsonl   id, whether the verifier kept it: not to be opened before judging
+    <task>-<teacher>-rejected-blind.jsonl / -rejected-reasons.jsonl   the raw completions the parser or a
+                                      check threw away, and why (so that false rejects can be judged too)
 
 The judge (a person) adds `judged_correct` (true/false: does the text fit its intended label?) to every
 row of the blind file, saved as <task>-<teacher>-judged.jsonl. `precision` joins judged and verdict files.
@@ -65,6 +67,14 @@ def collect(args: argparse.Namespace) -> int:
                                          "text": task.dedup_text(e)}) + "\n" for e in order))
     verdicts.write_text("".join(json.dumps({"id": e.id, "verified": e.id in kept}) + "\n" for e in order))
     print(f"to judge: {blind} (verdicts kept apart in {verdicts})")
+    if res.rejected:  # what the parser or the arithmetic check threw away: judged too, so false rejects show
+        rejected = [dict(r, id=f"rej-{r['seed_id']}-a{r['attempt']}s{r['sample']}") for r in res.rejected]
+        rejected.sort(key=lambda r: random.Random(r["id"]).random())
+        rblind, rreasons = (blind.with_name(blind.name.replace("-blind", "-rejected-blind")),
+                            verdicts.with_name(verdicts.name.replace("-verdicts", "-rejected-reasons")))
+        rblind.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rejected))
+        rreasons.write_text("".join(json.dumps({"id": r["id"], "reason": r["reason"]}) + "\n" for r in rejected))
+        print(f"rejected before verification, to judge too: {rblind} (reasons kept apart in {rreasons})")
     return 0
 
 
@@ -73,6 +83,8 @@ def precision_rows(judged_dir: Path = JUDGED) -> list[dict[str, Any]]:
     out = []
     for judged in sorted(judged_dir.glob("*-judged.jsonl")):
         stem = judged.name.removesuffix("-judged.jsonl")
+        if stem.endswith("-rejected"):  # thrown away before verification: no verdicts to join
+            continue
         task, teacher = stem.split("-", 1)
         rows = [json.loads(x) for x in judged.read_text().splitlines() if x.strip()]
         verdicts = {r["id"]: r["verified"] for r in map(json.loads, (judged_dir / f"{stem}-verdicts.jsonl")
