@@ -42,18 +42,21 @@ def make_student(spec: str, settings: dict[str, Any] | None = None) -> Student:
     """`settings` override the card's student section (e.g. {"epochs": 3, "lr": 1e-4})."""
     if is_plugin(spec):
         return _plugin(spec, settings or {})
+    quiet_transformers()
+    from .student import load_student
+
+    return load_student(spec, **(settings or {}))
+
+
+def quiet_transformers() -> None:
+    """Our own rich progress is what the user watches; library bars and deprecation notes are noise there."""
     import warnings
 
     from transformers.utils import logging as hf_logging
 
-    # Our own rich progress is what the user watches; library bars and deprecation notes are noise there.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-
-    from .student import load_student
-
-    return load_student(spec, **(settings or {}))
 
 
 def teacher_cache_path(settings: Settings) -> Path:

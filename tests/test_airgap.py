@@ -1,6 +1,7 @@
 """Air-gapped for real: a wheel built from this repo, installed with --no-index into a fresh virtualenv,
-runs `localaug run` to the end inside a network namespace that has only a loopback device, so the kernel
-refuses every connection that leaves the machine; an HTTP teacher on 127.0.0.1 works inside it.
+runs `localaug prepare` and `localaug run` to the end inside a network namespace that has only a loopback
+device, so the kernel refuses every connection that leaves the machine; an HTTP teacher on 127.0.0.1 works
+inside it.
 
 The fresh virtualenv takes its dependencies from $LOCALAUG_WHEELHOUSE when set (CI builds one with
 scripts/wheelhouse.sh, the README's air-gapped procedure); elsewhere from the environment running the
@@ -32,8 +33,8 @@ fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
 os.execvp(sys.argv[1], sys.argv[1:])
 """
 
-# Inside the namespace: prove the world is unreachable, start an HTTP teacher on loopback, run localaug twice
-# (in-process teacher, then the HTTP one), stop the server.
+# Inside the namespace: prove the world is unreachable, prepare the models, start an HTTP teacher on loopback,
+# run localaug twice (in-process teacher, then the HTTP one), stop the server.
 DRIVER = r"""
 import errno, json, os, socket, subprocess, sys, time, urllib.request
 venv_bin, gguf, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -45,6 +46,9 @@ except OSError as e:
 # The 270M model as teacher keeps this test quick; the default teacher is the audit-hook test's (test_offline.py).
 common = ["--task", "demo", "--iterations", "2", "--test-size", "12", "--epochs", "1", "--seed", "3",
           "--teacher", "gemma3-270m"]
+# The air-gapped procedure's step 5: prepare the models once (the student's GGUF converted here), then run.
+prepare = subprocess.run([f"{venv_bin}/localaug", "prepare", "--teacher", "gemma3-270m"], capture_output=True,
+                         text=True)
 local = subprocess.run([f"{venv_bin}/localaug", "run", *common, "--out", f"{out}/local",
                         "--cache", f"{out}/c1.sqlite"], capture_output=True, text=True)
 port = 18431
@@ -63,7 +67,8 @@ try:
                            "--teacher-model", "teacher"], capture_output=True, text=True)
 finally:
     server.kill()
-print(json.dumps({"reach": reach, "local": [local.returncode, local.stderr[-2000:]],
+print(json.dumps({"reach": reach, "prepare": [prepare.returncode, prepare.stdout[-2000:] + prepare.stderr[-2000:]],
+                  "local": [local.returncode, local.stderr[-2000:]],
                   "http": [http.returncode, http.stderr[-2000:]]}))
 """
 
@@ -132,6 +137,8 @@ def test_run_to_the_end_in_a_namespace_with_only_loopback(fresh_venv: Path, tmp_
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["reach"] in ("ENETUNREACH", "EHOSTUNREACH"), report  # the kernel refuses the world
+    rc, said = report["prepare"]
+    assert rc == 0 and "student gemma3-270m: ready" in said, said
     for name in ("local", "http"):
         rc, err = report[name]
         assert rc == 0, (name, err)

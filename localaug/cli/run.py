@@ -84,6 +84,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
     from ..backends import make_student, make_teacher, teacher_cache_path
     from ..loop import Loop, check_task_has_test
     from ..report import verdict, write_report
+    from .prepare import student_needs_preparing
     from .progress import RichObserver
 
     check_task_has_test(task)
@@ -94,7 +95,12 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
     try:
         console.print(f"[bold]localaug[/bold] {task.name}: seed {settings.seed_size or settings.seed_fraction}, "
                       f"{settings.iterations} iterations -> {out}")
-        student = make_student(settings.student, settings.student_settings)
+        if student_needs_preparing(settings.student, settings.student_settings):  # first use: say why the start is slow
+            with console.status("preparing the student's weights once (GGUF -> safetensors, about 40 s; "
+                                "`localaug prepare` does this ahead)"):
+                student = make_student(settings.student, settings.student_settings)
+        else:
+            student = make_student(settings.student, settings.student_settings)
         store.manifest["models"]["student"] = student.identity
         if teacher is not None:
             store.manifest["models"]["teacher"] = teacher.identity

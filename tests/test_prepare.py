@@ -1,0 +1,68 @@
+"""`localaug prepare`: the real teacher parts joined and the real student converted, in a fresh cache folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import pytest
+from click.testing import CliRunner
+
+from localaug.cli import main
+from localaug.modelcards import load_model_card
+from localaug.student.weights import _one_gguf_parse, needs_conversion
+
+
+@pytest.mark.slow
+def test_prepare_makes_both_models_ready_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCALAUG_CACHE_DIR", str(tmp_path))
+    student = load_model_card("gemma3-270m")
+    assert needs_conversion(student.gguf_file(), "gemma3-270m")
+
+    res = CliRunner().invoke(main, ["prepare"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "teacher qwen2.5-coder-1.5b: ready" in res.output and "student gemma3-270m: ready" in res.output
+    joined = tmp_path / "models" / "qwen2.5-coder-1.5b-cc324af070c2ecbf.gguf"
+    assert joined.stat().st_size == 1_117_320_768
+    assert not needs_conversion(student.gguf_file(), "gemma3-270m")
+    converted = next((tmp_path / "models").glob("gemma3-270m-*"))
+    assert (converted / "model.safetensors").stat().st_size > 500e6 and (converted / "tokenizer.json").is_file()
+
+    # Again: nothing is made twice (the files keep their modification times).
+    before = {p: p.stat().st_mtime_ns for p in (joined, converted / "model.safetensors")}
+    res = CliRunner().invoke(main, ["prepare"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_prepare_names_a_missing_card_in_one_line() -> None:
+    res = CliRunner().invoke(main, ["prepare", "--teacher", "no-such-card"])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and "no-such-card" in res.output
+
+
+def test_prepare_leaves_plugins_alone() -> None:
+    res = CliRunner().invoke(main, ["prepare", "--student", "tests.fakes:FakeStudent",
+                                    "--teacher", "tests.fakes:FakeTeacher"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert res.output.count("a plug-in backend, nothing to prepare") == 2
+
+
+def test_one_gguf_parse_shares_the_reader_and_restores_it(tmp_path: Path) -> None:
+    # The student conversion's speed-up: transformers builds a GGUFReader per read; inside the block the same
+    # path gives the same reader, and the library is left as it was. A tiny GGUF written here stands in.
+    import numpy as np
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("w", np.zeros((2, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    original = gguf.GGUFReader
+    with _one_gguf_parse():
+        assert gguf.GGUFReader(path) is gguf.GGUFReader(path)
+        assert gguf.GGUFReader(path).tensors[0].name == "w"
+    assert gguf.GGUFReader is original
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
