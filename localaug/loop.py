@@ -54,6 +54,7 @@ class Loop:
         self.student = student
         self._make_teacher = make_teacher
         self._teacher: Teacher | None = None
+        self._released_identity: str | None = None
         self.obs: Observer = observer or NullObserver()
         self.mode = task.eval_mode(settings.eval_mode)
         self.recipe = Recipe(self)
@@ -67,11 +68,27 @@ class Loop:
 
     @property
     def teacher_identity(self) -> str | None:
-        return self._teacher.identity if self._teacher is not None else None
+        return self._teacher.identity if self._teacher is not None else self._released_identity
+
+    def release_teacher(self) -> None:
+        """Free the teacher's model once the run no longer needs it (a later use builds it again)."""
+        if self._teacher is None:
+            return
+        self._released_identity = self._teacher.identity
+        close = getattr(self._teacher, "close", None)  # optional: not every backend holds a model
+        self._teacher = None
+        if close is not None:
+            close()
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> LoopResult:
+        try:
+            return self._run()
+        finally:
+            self.release_teacher()
+
+    def _run(self) -> LoopResult:
         seed, held, test = self.prepare()
         n = self.settings.iterations
         result = LoopResult()

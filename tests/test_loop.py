@@ -170,3 +170,24 @@ def test_test_offset_keeps_the_study_rows_apart(tmp_path: Path) -> None:
     test = loop.store.read_jsonl("test.jsonl")
     every = load_task("demo").load_split("test")
     assert [r["id"] for r in test] == [e.id for e in every[100:115]]
+
+
+def test_the_teacher_is_freed_when_the_run_ends(tmp_path: Path) -> None:
+    # A model left to the garbage collector at interpreter exit made llama.cpp print a traceback after a
+    # finished study run; the loop now frees it (and its cache connection) itself, and still names it.
+    closed = []
+
+    class ClosingTeacher(FakeTeacher):
+        def close(self) -> None:
+            closed.append(self.identity)
+
+    task = load_task("demo")
+    cfg = resolve(RunConfig(task="demo", recipe="paper", seed_size=18, iterations=2, seed=1), task.defaults)
+    store = RunStore.open_for_run(tmp_path / "run", cfg)
+    cached = CachedTeacher(ClosingTeacher(), GenerationCache(tmp_path / "cache.sqlite"))
+    loop = Loop(task, cfg, store, FakeStudent(), lambda: cached)
+    loop.run()
+    store.unlock()
+    assert closed == ["fake-teacher-v1"]
+    assert cached.cache._local.conn is None
+    assert loop.teacher_identity == "fake-teacher-v1"

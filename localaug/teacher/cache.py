@@ -291,3 +291,11 @@ class CachedTeacher:
                     for dj, comps in enumerate(self.teacher.generate(miss_reqs[lo : lo + self.chunk_size])):
                         store(lo + dj, comps[0])
         return [[c for c in o if c is not None] for o in out]
+
+    def close(self) -> None:
+        """Free the wrapped model now: left to the garbage collector at interpreter exit, llama.cpp's own
+        finaliser runs after its library is unloaded and prints a traceback."""
+        close = getattr(self.teacher, "close", None)
+        if close is not None:
+            close()
+        self.cache.close()
