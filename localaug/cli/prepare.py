@@ -48,7 +48,7 @@ def prepare_models(student: str, teacher: str, console: Console) -> None:
             continue
         card = load_model_card(spec)
         started = time.monotonic()
-        with console.status(f"{role} {card.name}: preparing (once; about a minute on 2 cores)"):
+        with console.status(f"preparing the {role} (once)"):  # short: a status line is cut at the width
             if role == "teacher":
                 path = card.gguf_file()
             else:

@@ -96,8 +96,10 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
         console.print(f"[bold]localaug[/bold] {task.name}: seed {settings.seed_size or settings.seed_fraction}, "
                       f"{settings.iterations} iterations -> {out}")
         if student_needs_preparing(settings.student, settings.student_settings):  # first use: say why the start is slow
-            with console.status("preparing the student's weights once (GGUF -> safetensors, about 40 s; "
-                                "`localaug prepare` does this ahead)"):
+            # One short line: a status line is cut at the terminal's width.
+            console.print("First use: the student's GGUF is converted once (about 40 s; `localaug prepare` "
+                          "does it ahead).")
+            with console.status("converting the student (once)"):
                 student = make_student(settings.student, settings.student_settings)
         else:
             student = make_student(settings.student, settings.student_settings)
