@@ -31,7 +31,6 @@ def student_needs_preparing(spec: str, overrides: dict[str, Any] | None = None) 
 
     if is_plugin(spec) or SOURCE_OVERRIDES & (overrides or {}).keys():
         return False
-
     card = load_model_card(spec)
     if card.source.hf_path is not None:
         return False

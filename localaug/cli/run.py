@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -95,13 +96,11 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
     try:
         console.print(f"[bold]localaug[/bold] {task.name}: seed {settings.seed_size or settings.seed_fraction}, "
                       f"{settings.iterations} iterations -> {out}")
-        if student_needs_preparing(settings.student, settings.student_settings):  # first use: say why the start is slow
-            # One short line: a status line is cut at the terminal's width.
+        first_use = student_needs_preparing(settings.student, settings.student_settings)
+        if first_use:  # say why the start is slow, in a line of its own: a status line is cut at the width
             console.print("First use: the student's GGUF is converted once (about 40 s; `localaug prepare` "
                           "does it ahead).")
-            with console.status("converting the student (once)"):
-                student = make_student(settings.student, settings.student_settings)
-        else:
+        with console.status("converting the student (once)") if first_use else contextlib.nullcontext():
             student = make_student(settings.student, settings.student_settings)
         store.manifest["models"]["student"] = student.identity
         if teacher is not None:
