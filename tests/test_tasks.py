@@ -194,13 +194,18 @@ def test_math_final_answer_must_come_from_a_checked_calculation() -> None:
     assert parse("4*6 = <<4*6=24>>24 pears.\n#### 30")[0] is None
 
 
-def test_a_chat_preamble_before_the_example_is_not_part_of_it() -> None:
+def _parse_gsm8k_list_reply(reply: str) -> tuple[dict | None, str]:
+    """A chat teacher's reply to GSM8K's list prompt, read as localaug reads it."""
     from localaug.tasks import Example
 
     task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
+    return prompts_of(task).parse(reply, Example("s", _SEEDS["gsm8k"]), "Problem:", template="shot")
+
+
+def test_a_chat_preamble_before_the_example_is_not_part_of_it() -> None:
     reply = ("Sure! Here's another example:\n\nProblem:\nA farmer divides 120 acres among 3 children. How many "
              "acres does each get?\nSolution: 120/3 = <<120/3=40>>40 acres.\n#### 40")
-    parsed, reason = prompts_of(task).parse(reply, Example("s", _SEEDS["gsm8k"]), "Problem:", template="shot")
+    parsed, reason = _parse_gsm8k_list_reply(reply)
     assert parsed is not None, reason
     assert parsed["question"] == "A farmer divides 120 acres among 3 children. How many acres does each get?"
 
@@ -208,15 +213,11 @@ def test_a_chat_preamble_before_the_example_is_not_part_of_it() -> None:
 def test_a_label_run_on_in_the_same_line_still_parses() -> None:
     # Two of the 1.5B teacher's GSM8K replies were thrown away as "does not follow the format" only because
     # "Solution:" followed the problem on the same line (bench/judged/gsm8k-qwen1.5b-rejected-*).
-    from localaug.tasks import Example
-
-    task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
     reply = ("Problem: John has $100. He buys a book for $25 and a pen for $15. How much is left? Solution: "
              "He spent 25+15 = <<25+15=40>>40.\nHe has 100-40 = <<100-40=60>>60 left.\n#### 60")
-    parsed, reason = prompts_of(task).parse(reply, Example("s", _SEEDS["gsm8k"]), "Problem:", template="shot")
+    parsed, reason = _parse_gsm8k_list_reply(reply)
     assert parsed is not None, reason
     assert parsed["question"].endswith("How much is left?")
     assert parsed["answer"].startswith("He spent 25+15") and parsed["answer"].endswith("#### 60")
     # Without the label there is nothing to split on: still refused.
-    no_label = reply.replace(" Solution:", "")
-    assert prompts_of(task).parse(no_label, Example("s", _SEEDS["gsm8k"]), "Problem:", template="shot")[0] is None
+    assert _parse_gsm8k_list_reply(reply.replace(" Solution:", ""))[0] is None
