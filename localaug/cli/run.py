@@ -47,10 +47,10 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 @click.option("--teacher-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--teacher-model", help="Model name on that server.")
 @click.option("--recipe", type=click.Choice(["localaug", "paper"]),
-              help="localaug: list prompt + teacher verification + held-out model choice; paper: as published.")
+              help="localaug: out-of-fold error finding + list prompt + teacher verification; paper: as published.")
 @click.option("--shots", type=int, help="Seed examples in the teacher's list prompt (0: the paper's prompt).")
 @click.option("--verify", type=click.Choice(["none", "teacher"]), help="Check each new example's label.")
-@click.option("--holdout", type=float, help="Fraction of seeds held out to choose the final model (0: none).")
+@click.option("--holdout", type=float, help="Fraction of seeds held out to choose the final model [0: none].")
 @click.option("--per-wrong", type=int, help="New examples per wrong seed example [localaug 3, paper 1].")
 @click.option("--epochs", type=int, help="Student training epochs (overrides the model card).")
 @click.option("--test-size", type=int, help="Evaluate on the first N test rows only.")
