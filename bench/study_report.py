@@ -100,8 +100,8 @@ def comparison_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
 
 def arm_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
     lines = ["| task | arm | runs | test accuracy, % (mean ± SD) | teacher examples added (mean) | "
-             "final model kept teacher data | test rows | minutes per run (median) |",
-             "|---|---|---:|---:|---:|---:|---|---:|"]
+             "final model kept teacher data | targets per round | test rows | minutes per run (median) |",
+             "|---|---|---:|---:|---:|---:|---|---|---:|"]
     for task in TASKS:
         mine = [r for r in runs if r["task"] == task and r["phase"] == phase]
         for arm in sorted({r["arm"] for r in mine if r["arm"] != "tune"}, key=_arm_order):
@@ -111,9 +111,17 @@ def arm_table(runs: list[dict[str, Any]], phase: str) -> list[str]:
             kept = sum(1 for r in rs if r["kept_iteration"] > 0 and r["added"] > 0)
             rows_ = sorted({f"{r['test_rows'][0]}-{r['test_rows'][0] + r['test_rows'][1] - 1}" for r in rs})
             lines.append(f"| {task} | {arm} | {len(rs)} | {statistics.fmean(accs):.1f} ± {sd:.1f} | "
-                         f"{statistics.fmean(r['added'] for r in rs):.1f} | {kept}/{len(rs)} | {', '.join(rows_)} | "
-                         f"{_minutes(rs)} |")
+                         f"{statistics.fmean(r['added'] for r in rs):.1f} | {kept}/{len(rs)} | {_budget(rs)} | "
+                         f"{', '.join(rows_)} | {_minutes(rs)} |")
     return lines
+
+
+def _budget(rs: list[dict[str, Any]]) -> str:
+    """The teacher budget (max_targets): every wrong seed example, or a seeded share of them."""
+    if all(r["teacher_counts"]["targets"] == 0 and r["added"] == 0 for r in rs):
+        return "-"
+    caps = sorted({r["settings"].get("max_targets") or 0 for r in rs})
+    return ", ".join("all wrong" if c == 0 else f"at most {c}" for c in caps)
 
 
 def _minutes(rs: list[dict[str, Any]]) -> str:
