@@ -1,11 +1,11 @@
 """What one confirmation run of a task would cost on this machine, from a short measurement of its parts.
 
-    python bench/task_cost.py --task casehold --seed-size 100 --test-rows 100 --teacher-seeds 3
+    python bench/task_cost.py --task casehold --seed-size 100 --epochs 1 --test-rows 50 --teacher-seeds 2
 
 Measures, with the shipped code and models (each part an ordinary `localaug` command):
-  1. plain fine-tuning of the student on --seed-size seed examples (the card's epochs), then scoring
-     --test-rows test rows (from row 300 on, as confirmation runs do) and the seed set: `localaug run
-     --recipe paper`, one iteration, no preflight;
+  1. plain fine-tuning of the student on --seed-size seed examples, then scoring --test-rows test rows (from
+     row 300 on, as confirmation runs do) and the seed set: `localaug run --recipe paper`, one iteration, no
+     preflight; --epochs shortens this training, and the estimate scales its steps to --full-epochs;
   2. the teacher writing and verifying --per-wrong examples for each of --teacher-seeds seed examples that
      the plain student got wrong (`localaug generate` with the list prompt and the verifier, an empty cache).
 Then prints the seconds of each part, the cost per unit (training step, test row, teacher candidate), and an
@@ -45,13 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-seeds", type=int, default=3)
     ap.add_argument("--per-wrong", type=int, default=3)
     ap.add_argument("--preflight", type=int, default=64)
+    ap.add_argument("--epochs", type=float, help="train this many epochs in the measurement (default: the card's)")
+    ap.add_argument("--full-epochs", type=float, default=6.0,
+                    help="the epochs of a real run, for the estimate (gemma3-270m's card: 6)")
     ap.add_argument("--out", type=Path, help="keep the run and the teacher's output here (default: a temp dir)")
     args = ap.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix=f"cost-{args.task}-"))
     out.mkdir(parents=True, exist_ok=True)
     config = out / "plain.yaml"
     config.write_text(f"task: {args.task}\nrecipe: paper\niterations: 1\npreflight: 0\nseed_size: {args.seed_size}\n"
-                      f"test_size: {args.test_rows}\ntest_offset: 300\n", encoding="utf-8")
+                      f"test_size: {args.test_rows}\ntest_offset: 300\n"
+                      + (f"student_settings: {{epochs: {args.epochs}}}\n" if args.epochs else ""), encoding="utf-8")
     run = out / "plain"
     wall_plain = _localaug("run", "--config", str(config), "--out", str(run))
     stages = json.loads((run / "manifest.json").read_text())["stages"]
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     # Out-of-fold students never saw the examples they judge: their error rate is about the test error rate.
     wrong = round((1 - test["accuracy"]) * args.seed_size)
     added = round(wrong * args.per_wrong * accepted / candidates)
-    steps0 = train["steps"]
+    steps0 = round(train["steps"] * args.full_epochs / args.epochs) if args.epochs else train["steps"]
     steps1 = round(steps0 * (args.seed_size + added) / args.seed_size)
     estimate = {
         "two students (seed set, then seed set + teacher data)": (steps0 + steps1) * step_s,
