@@ -37,3 +37,15 @@ def test_statistics_treat_data_seeds_as_the_units() -> None:
     assert c["clusters"] == 2 and c["pairs"] == 4 and abs(c["mean"] - 5.0) < 1e-9
     assert abs(c["hi"] - c["mean"]) < 1e-9  # both data seeds have mean 5: no spread between the units
     assert study_report.holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+
+
+def test_claims_need_an_interval_before_they_call_a_gain_shown() -> None:
+    # GSM8K on one data seed (+2 points), TREC on three with a gain above 0: one says "not tested".
+    runs = [{"task": task, "phase": "confirm", "arm": arm, "data_seed": ds, "train_seed": 0, "final_test_accuracy": acc}
+            for task, ds, gain in [("gsm8k", 10, 0.02), ("trec", 10, 0.05), ("trec", 11, 0.04), ("trec", 12, 0.06)]
+            for arm, acc in (("localaug", 0.5 + gain), ("plain", 0.5))]
+    rows = {line.split(" | ")[0]: line for line in study_report.claims_table(runs)}
+    assert "+2.0 (1 data seed, no interval)" in rows["| LLM2LLM gain on GSM8K"]
+    assert rows["| LLM2LLM gain on GSM8K"].endswith("| not tested (270M student, 1.5B teacher) |")
+    assert "(3 data seeds)" in rows["| LLM2LLM gain on TREC"] and "a gain: yes" in rows["| LLM2LLM gain on TREC"]
+    assert "not run (see text)" in rows["| LLM2LLM gain on SST-2"]
