@@ -65,6 +65,33 @@ def test_casehold_judge_on_real_rows(data_dir: Path) -> None:
         assert task.judge(ex, EvalResult(f"Answer: {ex.data['label']}"))[1]
 
 
+def test_casehold_choices_are_compared_per_byte_not_by_sum(data_dir: Path) -> None:
+    # A summed log-likelihood favours the shortest ending (measured: the 270M student picked the shortest in
+    # 35 of 50 CaseHOLD test rows, where the gold one is shortest in 3): the judge compares per byte.
+    task = load_task("casehold")
+    checked = 0
+    for ex in task.load_split("dev")[:40]:
+        choices = task.eval_item(ex, "score").choices or ()
+        gold = ex.data["label"]
+        shortest = min(range(5), key=lambda k: len(choices[k].encode()))
+        if len(choices[gold].encode()) < 2 * len(choices[shortest].encode()):
+            continue  # only rows where the sum and the per-byte rule disagree
+        per_byte = [-0.5 if k == gold else -1.0 for k in range(5)]
+        sums = [p * len(c.encode()) for p, c in zip(per_byte, choices, strict=True)]
+        by_sum = max(range(5), key=lambda k: sums[k])
+        assert by_sum != gold  # the student's own argmax (a sum) is wrong here
+        pred, ok = task.judge(ex, EvalResult(choices[by_sum], choice_index=by_sum, scores=sums))
+        assert ok and pred == str(gold)
+        row = task.judge_all([ex], [EvalResult(choices[by_sum], choice_index=by_sum, scores=sums)]).rows[0]
+        assert row["output"] == choices[gold] and row["margin"] == 0.5
+        checked += 1
+    assert checked >= 3
+    # Classification labels keep the plain sum (the study measured them that way).
+    trec = load_task("trec")
+    ex = trec.load_split("test")[0]
+    assert trec.choice_scores(ex, EvalResult("", choice_index=0, scores=[-1.0, -2.0])) == [-1.0, -2.0]
+
+
 def test_gsm8k_parser_and_judge_on_real_rows(data_dir: Path) -> None:
     task = load_task("gsm8k")
     rows = task.load_split("test")

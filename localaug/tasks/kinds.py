@@ -39,6 +39,9 @@ class Kind:
     name = ""
     fields_in_file: tuple[str, ...] = ()  # canonical fields a row must carry
     scored = False  # True: evaluation can score choices instead of generating
+    # True: choices are free text of different lengths, compared by log-likelihood per byte (acc_norm in
+    # lm-evaluation-harness), because a sum favours the shortest choice whatever it says.
+    length_normalised = False
 
     def validate(self, data: dict[str, Any], labels: dict[str, str], where: Where) -> dict[str, Any]:
         raise NotImplementedError
@@ -155,6 +158,7 @@ class MultipleChoice(Kind):
     name = "multiple_choice"
     fields_in_file = ("context", "endings", "label")
     scored = True
+    length_normalised = True  # CaseHOLD's endings run from 30 to 300+ characters
 
     def validate(self, data, labels, where):
         context = _need_str(data, "context", where)

@@ -145,12 +145,30 @@ class Task:
             return EvalItem(prompt, choices=choices)
         return EvalItem(prompt, max_new_tokens=s.max_new_tokens, stop=tuple(s.stop))
 
+    def choice_scores(self, ex: Example, result: EvalResult) -> list[float] | None:
+        """The student's log-likelihood of each choice, per byte of the choice where the kind says so."""
+        if not result.scores:
+            return None
+        if not self.kind.length_normalised:
+            return list(result.scores)
+        texts = self.eval_item(ex, "score").choices or ()
+        return [s / max(len(t.encode()), 1) for s, t in zip(result.scores, texts, strict=True)]
+
+    def chosen(self, ex: Example, result: EvalResult) -> tuple[int | None, str]:
+        """(choice index, output text) of a scored answer; (None, the text) of a generated one."""
+        scores = self.choice_scores(ex, result)
+        if result.choice_index is None or scores is None or not self.kind.length_normalised:
+            return result.choice_index, result.output
+        best = max(range(len(scores)), key=lambda k: (scores[k], -k))  # ties: the first choice, as scoring
+        return best, (self.eval_item(ex, "score").choices or ())[best]
+
     def judge(self, ex: Example, result: EvalResult) -> tuple[str | None, bool]:
         """(prediction, correct) for one student answer."""
-        if result.choice_index is not None:
-            pred: str | None = self.kind.prediction_from_choice(ex.data, self.labels, result.choice_index)
+        index, text = self.chosen(ex, result)
+        if index is not None:
+            pred: str | None = self.kind.prediction_from_choice(ex.data, self.labels, index)
         else:
-            pred = self.kind.prediction_from_text(ex.data, self.labels, result.output)
+            pred = self.kind.prediction_from_text(ex.data, self.labels, text)
         return pred, self.kind.is_correct(ex.data, pred)
 
     def judge_all(self, examples: list[Example], results: list[EvalResult]) -> Judged:
@@ -160,7 +178,7 @@ class Task:
             pred, ok = self.judge(ex, res)
             correct += ok
             row = {"id": ex.id, "prediction": pred, "gold": self.kind.gold(ex.data), "correct": ok,
-                   "output": res.output}
+                   "output": self.chosen(ex, res)[1]}
             row.update(self.margin(ex, res))
             rows.append(row)
         return Judged(rows, correct)
@@ -171,16 +189,17 @@ class Task:
     def margin(self, ex: Example, result: EvalResult) -> dict[str, Any]:
         """{"margin": gold log-likelihood minus the best other choice's, "runner_up": that choice}, when
         the answer was scored; {} for generated answers."""
-        if not result.scores or len(result.scores) < 2:
+        scores = self.choice_scores(ex, result)
+        if not scores or len(scores) < 2:
             return {}
         gold = self.kind.gold(ex.data)
-        n = len(result.scores)
+        n = len(scores)
         preds = [self.kind.prediction_from_choice(ex.data, self.labels, k) for k in range(n)]
         if gold not in preds:
             return {}
         g = preds.index(gold)
-        other = max((k for k in range(n) if k != g), key=lambda k: result.scores[k])  # type: ignore[index]
-        return {"margin": round(result.scores[g] - result.scores[other], 4), "runner_up": preds[other]}
+        other = max((k for k in range(n) if k != g), key=lambda k: scores[k])
+        return {"margin": round(scores[g] - scores[other], 4), "runner_up": preds[other]}
 
 
 # ---------------------------------------------------------------------- loading
