@@ -235,7 +235,36 @@ def precision_table(_: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+COSTS = ROOT / "bench" / "results" / "task-costs.jsonl"
+CONFIRM_ROWS = {"gsm8k": 300}  # the issue's floor for GSM8K; 200 test rows elsewhere, as the study ran
+
+
+def cost_table(_: list[dict[str, Any]]) -> list[str]:
+    """What one confirmation run would cost, estimated from measured parts (bench/task_cost.py)."""
+    from task_cost import estimate  # type: ignore[import-not-found]  # bench/ is a folder of scripts
+
+    lines = ["| task | seeds | s per training step | s per test row | s per teacher candidate (kept) | "
+             "student's accuracy when measured | one localaug run, estimated: students + scoring + teacher | "
+             "with its step-matched control, x 5 data seeds |", "|---|---:|---:|---:|---:|---|---|---:|"]
+    for m in load(COSTS) if COSTS.exists() else []:
+        rows = CONFIRM_ROWS.get(m["task"], 200)
+        e = estimate(m, confirm_rows=rows)
+        run = e["students"] + e["scoring"] + e["teacher"]
+        per_row = m["test_seconds"] / m["test_rows"] if m["test_rows"] else m["seed_seconds"] / m["seed_rows"]
+        acc = (f"{100 * m['test_accuracy']:.0f}% of {m['test_rows']} test rows" if m["test_rows"]
+               else f"{100 * m['seed_accuracy']:.0f}% of its {m['seed_rows']} seeds")
+        step = m["train_seconds"] / m["train_steps"]
+        lines.append(f"| {m['task']} | {m['seed_size']} | {step:.0f} | {per_row:.1f} | "
+                     f"{m['teacher_seconds'] / m['teacher_candidates']:.0f} "
+                     f"({m['teacher_accepted']}/{m['teacher_candidates']}) | {acc} | "
+                     f"{e['students'] / 60:.0f} min + {e['scoring'] / 60:.0f} min ({rows} test rows) + "
+                     f"{e['teacher'] / 60:.0f} min ({e['candidates']} candidates) = {run / 3600:.1f} h | "
+                     f"{5 * (run + e['steps_control']) / 3600:.0f} h |")
+    return lines
+
+
 BLOCKS: dict[str, Callable[[list[dict[str, Any]]], list[str]]] = {
+    "task-costs": cost_table,
     "precision": precision_table,
     "claims": claims_table,
     "plain-check": plain_check,

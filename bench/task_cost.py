@@ -1,6 +1,7 @@
 """What one confirmation run of a task would cost on this machine, from a short measurement of its parts.
 
-    python bench/task_cost.py --task casehold --seed-size 100 --epochs 1 --test-rows 50 --teacher-seeds 2
+    python bench/task_cost.py measure --task casehold --seed-size 100 --epochs 1 --test-rows 50 --teacher-seeds 2
+    python bench/task_cost.py from-run RUN_DIR --teacher-candidates 30 --teacher-seconds 3120 --teacher-accepted 13
 
 Measures, with the shipped code and models (each part an ordinary `localaug` command):
   1. plain fine-tuning of the student on --seed-size seed examples, then scoring --test-rows test rows (from
@@ -12,7 +13,10 @@ Then prints the seconds of each part, the cost per unit (training step, test row
 estimate of one `localaug` confirmation run as bench/study.py runs it (two out-of-fold students on half the
 seeds each, the preflight, every wrong seed example asked --per-wrong times, a second student, 200 or
 --confirm-rows test rows), with the plain student's test error rate standing in for the out-of-fold one.
-The estimate is labelled as one; only the parts are measured.
+`from-run` takes the parts from a study run that was stopped (its finished stages) and the teacher's cost
+from elsewhere (e.g. bench/teacher_yield.py). Each measurement is appended as one JSON line to --results
+(bench/results/task-costs.jsonl); bench/study_report.py makes the cost table of docs/RESULTS.md from it with
+`estimate()` below. The estimate is labelled as one; only the parts are measured.
 """
 
 from __future__ import annotations
@@ -25,8 +29,36 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "task-costs.jsonl"
+
+
+def estimate(m: dict[str, Any], confirm_rows: int = 200, preflight: int = 64) -> dict[str, float]:
+    """Seconds of one `localaug` confirmation run (as bench/study.py runs it) and of its step-matched
+    control, from the measured parts `m`. Out-of-fold students never saw the examples they judge, so their
+    error rate is taken as the plain student's test error rate (its seed error rate where no test row was
+    scored)."""
+    step_s = m["train_seconds"] / m["train_steps"]
+    test_row_s = m["test_seconds"] / m["test_rows"] if m.get("test_rows") else m["seed_seconds"] / m["seed_rows"]
+    seed_row_s = m["seed_seconds"] / m["seed_rows"]
+    cand_s = m["teacher_seconds"] / m["teacher_candidates"]
+    error = 1 - (m["test_accuracy"] if m.get("test_rows") else m["seed_accuracy"])
+    n = m["seed_size"]
+    wrong = round(error * n)
+    added = round(wrong * m["per_wrong"] * m["teacher_accepted"] / m["teacher_candidates"])
+    steps0 = round(m["train_steps"] * m["full_epochs"] / m["epochs"])
+    steps1 = round(steps0 * (n + added) / n)
+    return {
+        "students": (steps0 + steps0 + steps1) * step_s,  # iteration 0, two folds of half the seeds, iteration 1
+        "scoring": 2 * confirm_rows * test_row_s + 3 * n * seed_row_s,  # test twice; seeds twice; folds once
+        "teacher": (min(preflight, n) / 2 + wrong * m["per_wrong"]) * cand_s,  # a preflight call ~ half a candidate
+        "steps_control": steps1 * step_s + confirm_rows * test_row_s + n * seed_row_s,
+        "wrong": wrong, "candidates": wrong * m["per_wrong"],
+    }
 
 
 def _localaug(*args: str) -> float:
@@ -36,20 +68,59 @@ def _localaug(*args: str) -> float:
     return time.perf_counter() - start
 
 
+def _parts(run: Path) -> dict[str, Any]:
+    """The measured parts of a run directory's finished iteration-0 stages."""
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    train, seed, test = stages["iter_00/train"], stages["iter_00/eval_seed"], stages.get("iter_00/eval_test", {})
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    return {"task": Path(cfg["task"]).stem, "seed_size": train["train_size"], "train_steps": train["steps"],
+            "train_seconds": train["seconds"], "epochs": (cfg.get("student_settings") or {}).get("epochs", 6.0),
+            "seed_rows": seed["total"], "seed_seconds": seed["seconds"], "seed_accuracy": seed["accuracy"],
+            "test_rows": test.get("total", 0), "test_seconds": test.get("seconds", 0.0),
+            "test_accuracy": test.get("accuracy"), "eval_mode": seed["eval_mode"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", required=True)
-    ap.add_argument("--seed-size", type=int, required=True)
-    ap.add_argument("--test-rows", type=int, default=100, help="test rows to score in the measurement")
-    ap.add_argument("--confirm-rows", type=int, default=200, help="test rows of the estimated confirmation run")
-    ap.add_argument("--teacher-seeds", type=int, default=3)
-    ap.add_argument("--per-wrong", type=int, default=3)
-    ap.add_argument("--preflight", type=int, default=64)
-    ap.add_argument("--epochs", type=float, help="train this many epochs in the measurement (default: the card's)")
-    ap.add_argument("--full-epochs", type=float, default=6.0,
-                    help="the epochs of a real run, for the estimate (gemma3-270m's card: 6)")
-    ap.add_argument("--out", type=Path, help="keep the run and the teacher's output here (default: a temp dir)")
+    sub = ap.add_subparsers(dest="mode", required=True)
+    me = sub.add_parser("measure", help="run the parts now")
+    me.add_argument("--task", required=True)
+    me.add_argument("--seed-size", type=int, required=True)
+    me.add_argument("--test-rows", type=int, default=100, help="test rows to score in the measurement")
+    me.add_argument("--teacher-seeds", type=int, default=3)
+    me.add_argument("--epochs", type=float, help="train this many epochs in the measurement (default: the card's)")
+    me.add_argument("--out", type=Path, help="keep the run and the teacher's output here (default: a temp dir)")
+    fr = sub.add_parser("from-run", help="take the parts from a stopped study run")
+    fr.add_argument("run", type=Path)
+    fr.add_argument("--teacher-candidates", type=int, required=True)
+    fr.add_argument("--teacher-seconds", type=float, required=True)
+    fr.add_argument("--teacher-accepted", type=int, required=True)
+    for p in (me, fr):
+        p.add_argument("--per-wrong", type=int, default=3)
+        p.add_argument("--full-epochs", type=float, default=6.0,
+                       help="the epochs of a real run, for the estimate (gemma3-270m's card: 6)")
+        p.add_argument("--note", default="", help="how it was measured (threads, what ran beside it)")
+        p.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.mode == "measure":
+        m = _measure(args)
+    else:
+        m = {**_parts(args.run), "teacher_candidates": args.teacher_candidates,
+             "teacher_seconds": args.teacher_seconds, "teacher_accepted": args.teacher_accepted, "source": "from-run"}
+    m.update(per_wrong=args.per_wrong, full_epochs=args.full_epochs, note=args.note, cores=os.cpu_count(),
+             measured=time.strftime("%Y-%m-%d"))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results, "a", encoding="utf-8") as f:
+        f.write(json.dumps(m, sort_keys=True) + "\n")
+    e = estimate(m)
+    print(json.dumps(m, sort_keys=True))
+    print(f"estimate of one localaug confirmation run: students {e['students'] / 60:.0f} min, scoring "
+          f"{e['scoring'] / 60:.0f} min, teacher {e['teacher'] / 60:.0f} min ({e['candidates']} candidates); "
+          f"its step-matched control {e['steps_control'] / 60:.0f} min")
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out or Path(tempfile.mkdtemp(prefix=f"cost-{args.task}-"))
     out.mkdir(parents=True, exist_ok=True)
     config = out / "plain.yaml"
@@ -57,11 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"test_size: {args.test_rows}\ntest_offset: 300\n"
                       + (f"student_settings: {{epochs: {args.epochs}}}\n" if args.epochs else ""), encoding="utf-8")
     run = out / "plain"
-    wall_plain = _localaug("run", "--config", str(config), "--out", str(run))
-    stages = json.loads((run / "manifest.json").read_text())["stages"]
-    train, test, seed = stages["iter_00/train"], stages["iter_00/eval_test"], stages["iter_00/eval_seed"]
+    _localaug("run", "--config", str(config), "--out", str(run))
     verdicts = [json.loads(x) for x in (run / "iter_00" / "eval_seed.jsonl").read_text().splitlines()]
-    wrong_rows = [v for v in verdicts if not v.get("correct")]
     seeds = [json.loads(x) for x in (run / "seed.jsonl").read_text().splitlines()]
     by_id = {v["id"]: v for v in verdicts}
     # The teacher is asked about seed examples the plain student got wrong; a student that fits its seed set
@@ -70,47 +138,14 @@ def main(argv: list[str] | None = None) -> int:
               + [s for s in seeds if by_id.get(s["id"], {}).get("correct", True)])[: args.teacher_seeds]
     rows = [{**s, "prediction": by_id.get(s["id"], {}).get("prediction")} for s in picked]
     (out / "wrong.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    cache = out / "teacher-cache.sqlite"  # empty: every teacher call is made and timed
-    wall_teacher = _localaug("generate", "--task", args.task, "--input", str(out / "wrong.jsonl"),
-                             "--pool", str(run / "seed.jsonl"), "--per-wrong", str(args.per_wrong),
-                             "--out", str(out / "generated.jsonl"), "--cache", str(cache))
+    cache = out / "teacher-cache.sqlite"  # empty: every teacher call is made and timed (model load included)
+    seconds = _localaug("generate", "--task", args.task, "--input", str(out / "wrong.jsonl"),
+                        "--pool", str(run / "seed.jsonl"), "--per-wrong", str(args.per_wrong),
+                        "--out", str(out / "generated.jsonl"), "--cache", str(cache))
     accepted = len((out / "generated.jsonl").read_text().splitlines())
-    candidates = len(picked) * args.per_wrong
-
-    step_s = train["seconds"] / train["steps"]
-    row_s = test["seconds"] / test["total"]
-    seed_row_s = seed["seconds"] / seed["total"]
-    cand_s = wall_teacher / candidates
-    # Out-of-fold students never saw the examples they judge: their error rate is about the test error rate.
-    wrong = round((1 - test["accuracy"]) * args.seed_size)
-    added = round(wrong * args.per_wrong * accepted / candidates)
-    steps0 = round(train["steps"] * args.full_epochs / args.epochs) if args.epochs else train["steps"]
-    steps1 = round(steps0 * (args.seed_size + added) / args.seed_size)
-    estimate = {
-        "two students (seed set, then seed set + teacher data)": (steps0 + steps1) * step_s,
-        "two out-of-fold students on half the seeds each": steps0 * step_s,
-        "test rows, scored twice": 2 * args.confirm_rows * row_s,
-        "seed set and out-of-fold halves, scored": 3 * args.seed_size * seed_row_s,
-        "teacher preflight (one verifier call per seed, estimated as a candidate's cost)":
-            min(args.preflight, args.seed_size) * cand_s / 2,
-        f"teacher: {wrong} wrong seeds x {args.per_wrong} candidates": wrong * args.per_wrong * cand_s,
-    }
-    print(f"# {args.task}: measured on {os.cpu_count()} cores")
-    print(f"plain run (train {train['train_size']} seeds, {train['steps']} steps; score {test['total']} test rows "
-          f"and {seed['total']} seed rows): {wall_plain:.0f} s wall")
-    print(f"  training {train['seconds']:.0f} s = {step_s:.1f} s per step; "
-          f"peak RSS {train.get('peak_rss_mb', 0):.0f} MB")
-    print(f"  test rows {test['seconds']:.0f} s = {row_s:.2f} s per row ({test['eval_mode']}); "
-          f"plain test accuracy {100 * test['accuracy']:.1f}%")
-    print(f"  seed rows {seed['seconds']:.0f} s; the student got {len(wrong_rows)} of {len(verdicts)} seeds wrong")
-    print(f"teacher: {candidates} candidates for {len(picked)} seeds in {wall_teacher:.0f} s wall "
-          f"(model load included) = {cand_s:.0f} s per candidate; {accepted} accepted")
-    print(f"# estimate of one localaug confirmation run ({args.seed_size} seeds, {args.confirm_rows} test rows):")
-    for what, seconds in estimate.items():
-        print(f"  {what}: {seconds / 60:.0f} min")
-    print(f"  total: {sum(estimate.values()) / 60:.0f} min (an estimate from the parts above)")
     print(f"run and teacher output: {out}")
-    return 0
+    return {**_parts(run), "teacher_candidates": len(picked) * args.per_wrong, "teacher_seconds": round(seconds, 1),
+            "teacher_accepted": accepted, "source": "measure"}
 
 
 if __name__ == "__main__":

@@ -49,3 +49,21 @@ def test_claims_need_an_interval_before_they_call_a_gain_shown() -> None:
     assert rows["| LLM2LLM gain on GSM8K"].endswith("| not tested (270M student, 1.5B teacher) |")
     assert "(3 data seeds)" in rows["| LLM2LLM gain on TREC"] and "a gain: yes" in rows["| LLM2LLM gain on TREC"]
     assert "not run (see text)" in rows["| LLM2LLM gain on SST-2"]
+
+
+def test_cost_estimate_adds_up_the_measured_parts() -> None:
+    import task_cost  # noqa: PLC0415  (bench/ is a folder of scripts)
+
+    # 10 seeds, 2 steps of 10 s at 1 epoch (6 in a real run: 12 steps), rows of 1 s, candidates of 100 s with
+    # half of them kept, a student right on 60% of test rows: 4 seeds wrong, 12 asked, 6 kept.
+    m = {"seed_size": 10, "train_steps": 2, "train_seconds": 20.0, "epochs": 1.0, "full_epochs": 6.0,
+         "seed_rows": 10, "seed_seconds": 10.0, "seed_accuracy": 1.0, "test_rows": 5, "test_seconds": 5.0,
+         "test_accuracy": 0.6, "teacher_candidates": 4, "teacher_seconds": 400.0, "teacher_accepted": 2,
+         "per_wrong": 3}
+    e = task_cost.estimate(m, confirm_rows=20, preflight=64)
+    assert (e["wrong"], e["candidates"]) == (4, 12)
+    steps1 = round(12 * 16 / 10)  # 6 kept examples make the second set 16 rows
+    assert e["students"] == (12 + 12 + steps1) * 10.0
+    assert e["scoring"] == 2 * 20 * 1.0 + 3 * 10 * 1.0
+    assert e["teacher"] == (10 / 2 + 12) * 100.0
+    assert e["steps_control"] == steps1 * 10.0 + 20 * 1.0 + 10 * 1.0
