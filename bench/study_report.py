@@ -250,13 +250,10 @@ def cost_table(_: list[dict[str, Any]]) -> list[str]:
         rows = CONFIRM_ROWS.get(m["task"], 200)
         e = estimate(m, confirm_rows=rows)
         run = e["students"] + e["scoring"] + e["teacher"]
-        per_row = m["test_seconds"] / m["test_rows"] if m["test_rows"] else m["seed_seconds"] / m["seed_rows"]
         acc = (f"{100 * m['test_accuracy']:.0f}% of {m['test_rows']} test rows" if m["test_rows"]
                else f"{100 * m['seed_accuracy']:.0f}% of its {m['seed_rows']} seeds")
-        step = m["train_seconds"] / m["train_steps"]
-        lines.append(f"| {m['task']} | {m['seed_size']} | {step:.0f} | {per_row:.1f} | "
-                     f"{m['teacher_seconds'] / m['teacher_candidates']:.0f} "
-                     f"({m['teacher_accepted']}/{m['teacher_candidates']}) | {acc} | "
+        lines.append(f"| {m['task']} | {m['seed_size']} | {e['step_s']:.0f} | {e['test_row_s']:.1f} | "
+                     f"{e['candidate_s']:.0f} ({m['teacher_accepted']}/{m['teacher_candidates']}) | {acc} | "
                      f"{e['students'] / 60:.0f} min + {e['scoring'] / 60:.0f} min ({rows} test rows) + "
                      f"{e['teacher'] / 60:.0f} min ({e['candidates']} candidates) = {run / 3600:.1f} h | "
                      f"{5 * (run + e['steps_control']) / 3600:.0f} h |")

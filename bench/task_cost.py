@@ -58,6 +58,7 @@ def estimate(m: dict[str, Any], confirm_rows: int = 200, preflight: int = 64) ->
         "teacher": (min(preflight, n) / 2 + wrong * m["per_wrong"]) * cand_s,  # a preflight call ~ half a candidate
         "steps_control": steps1 * step_s + confirm_rows * test_row_s + n * seed_row_s,
         "wrong": wrong, "candidates": wrong * m["per_wrong"],
+        "step_s": step_s, "test_row_s": test_row_s, "candidate_s": cand_s,  # the measured units, for the table
     }
 
 

@@ -49,6 +49,11 @@ class EvalResult:
     scores: list[float] | None = None  # per-choice log-likelihoods when scored
 
 
+def best_choice(scores: Sequence[float]) -> int:
+    """The index of the highest score; ties go to the first choice."""
+    return max(range(len(scores)), key=lambda k: (scores[k], -k))
+
+
 @dataclass
 class TrainStats:
     steps: int = 0

@@ -89,7 +89,7 @@ def test_casehold_choices_are_compared_per_byte_not_by_sum(data_dir: Path) -> No
     # Classification labels keep the plain sum (the study measured them that way).
     trec = load_task("trec")
     ex = trec.load_split("test")[0]
-    assert trec.choice_scores(ex, EvalResult("", choice_index=0, scores=[-1.0, -2.0])) == [-1.0, -2.0]
+    assert trec.per_byte(ex, EvalResult("", choice_index=0, scores=[-1.0, -2.0])).scores == [-1.0, -2.0]
 
 
 def test_gsm8k_parser_and_judge_on_real_rows(data_dir: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..protocols import EvalItem, EvalResult, ProgressFn
+from ..protocols import EvalItem, EvalResult, ProgressFn, best_choice
 
 _ROW_TOKEN_BUDGET = 4096  # choice tokens per continuation forward (bounds memory for long endings)
 
@@ -115,7 +115,7 @@ def score_batch(model: Any, tok: Any, items: Sequence[EvalItem]) -> list[EvalRes
                 scores[i][j] += float(per_row[r])
     results = []
     for it, sc in zip(items, scores, strict=True):
-        best = max(range(len(sc)), key=lambda k: (sc[k], -k))  # ties: the first choice
+        best = best_choice(sc)
         results.append(EvalResult(output=(it.choices or ())[best], choice_index=best, scores=sc))
     return results
 

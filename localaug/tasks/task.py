@@ -14,7 +14,7 @@ from typing import Any
 from ..cards import builtin_card, builtin_dir, builtin_names
 from ..data import data_root, read_rows
 from ..errors import UserError
-from ..protocols import EvalItem, EvalResult, TrainItem
+from ..protocols import EvalItem, EvalResult, TrainItem, best_choice
 from ..schema import load_yaml_model
 from .card import BUILTIN_PREFIX, TaskCard
 from .kinds import KINDS, Kind, Where
@@ -145,61 +145,56 @@ class Task:
             return EvalItem(prompt, choices=choices)
         return EvalItem(prompt, max_new_tokens=s.max_new_tokens, stop=tuple(s.stop))
 
-    def choice_scores(self, ex: Example, result: EvalResult) -> list[float] | None:
-        """The student's log-likelihood of each choice, per byte of the choice where the kind says so."""
-        if not result.scores:
-            return None
-        if not self.kind.length_normalised:
-            return list(result.scores)
+    def per_byte(self, ex: Example, result: EvalResult) -> EvalResult:
+        """A scored answer with its choices compared by log-likelihood per byte, where the kind says so (a
+        sum favours the shortest choice); any other answer as it is."""
+        if not self.kind.length_normalised or not result.scores or result.choice_index is None:
+            return result
         texts = self.eval_item(ex, "score").choices or ()
-        return [s / max(len(t.encode()), 1) for s, t in zip(result.scores, texts, strict=True)]
-
-    def chosen(self, ex: Example, result: EvalResult) -> tuple[int | None, str]:
-        """(choice index, output text) of a scored answer; (None, the text) of a generated one."""
-        scores = self.choice_scores(ex, result)
-        if result.choice_index is None or scores is None or not self.kind.length_normalised:
-            return result.choice_index, result.output
-        best = max(range(len(scores)), key=lambda k: (scores[k], -k))  # ties: the first choice, as scoring
-        return best, (self.eval_item(ex, "score").choices or ())[best]
+        scores = [s / max(len(t.encode()), 1) for s, t in zip(result.scores, texts, strict=True)]
+        best = best_choice(scores)
+        return EvalResult(texts[best], choice_index=best, scores=scores)
 
     def judge(self, ex: Example, result: EvalResult) -> tuple[str | None, bool]:
         """(prediction, correct) for one student answer."""
-        index, text = self.chosen(ex, result)
-        if index is not None:
-            pred: str | None = self.kind.prediction_from_choice(ex.data, self.labels, index)
-        else:
-            pred = self.kind.prediction_from_text(ex.data, self.labels, text)
-        return pred, self.kind.is_correct(ex.data, pred)
+        return self._judge(ex, self.per_byte(ex, result))
 
     def judge_all(self, examples: list[Example], results: list[EvalResult]) -> Judged:
         """Judge a student's answers: one row per example (prediction, gold, correct, output, margin)."""
         rows, correct = [], 0
         for ex, res in zip(examples, results, strict=True):
-            pred, ok = self.judge(ex, res)
+            res = self.per_byte(ex, res)
+            pred, ok = self._judge(ex, res)
             correct += ok
             row = {"id": ex.id, "prediction": pred, "gold": self.kind.gold(ex.data), "correct": ok,
-                   "output": self.chosen(ex, res)[1]}
-            row.update(self.margin(ex, res))
+                   "output": res.output}
+            row.update(self._margin(ex, res))
             rows.append(row)
         return Judged(rows, correct)
 
     def readable(self, prediction: str | None) -> str:
         return self.kind.readable(prediction, self.labels)
 
-    def margin(self, ex: Example, result: EvalResult) -> dict[str, Any]:
+    def _judge(self, ex: Example, result: EvalResult) -> tuple[str | None, bool]:
+        if result.choice_index is not None:
+            pred: str | None = self.kind.prediction_from_choice(ex.data, self.labels, result.choice_index)
+        else:
+            pred = self.kind.prediction_from_text(ex.data, self.labels, result.output)
+        return pred, self.kind.is_correct(ex.data, pred)
+
+    def _margin(self, ex: Example, result: EvalResult) -> dict[str, Any]:
         """{"margin": gold log-likelihood minus the best other choice's, "runner_up": that choice}, when
         the answer was scored; {} for generated answers."""
-        scores = self.choice_scores(ex, result)
-        if not scores or len(scores) < 2:
+        if not result.scores or len(result.scores) < 2:
             return {}
         gold = self.kind.gold(ex.data)
-        n = len(scores)
+        n = len(result.scores)
         preds = [self.kind.prediction_from_choice(ex.data, self.labels, k) for k in range(n)]
         if gold not in preds:
             return {}
         g = preds.index(gold)
-        other = max((k for k in range(n) if k != g), key=lambda k: scores[k])
-        return {"margin": round(scores[g] - scores[other], 4), "runner_up": preds[other]}
+        other = max((k for k in range(n) if k != g), key=lambda k: result.scores[k])  # type: ignore[index]
+        return {"margin": round(result.scores[g] - result.scores[other], 4), "runner_up": preds[other]}
 
 
 # ---------------------------------------------------------------------- loading
