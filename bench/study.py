@@ -36,7 +36,7 @@ from localaug.config import RunConfig, Settings, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
 from localaug.store import RunStore
-from localaug.tasks import load_task
+from localaug.task import load_task
 from localaug.teacher.cache import CachedTeacher, GenerationCache
 
 DEV_TEST_ROWS = 300  # development runs score test rows [0, 300); confirmation runs never do

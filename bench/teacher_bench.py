@@ -73,7 +73,7 @@ def free_port() -> int:
 
 def verify_cost(teacher: LlamaCppTeacher) -> tuple[float, int]:
     """Seconds per candidate for the verifier on 16 demo candidates (the built-in task: no data needed)."""
-    from localaug.tasks import Example, load_task
+    from localaug.task import Example, load_task
     from localaug.verify import label_with_teacher, shared_shots
 
     task = load_task("demo")

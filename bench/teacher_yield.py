@@ -31,7 +31,7 @@ from localaug.backends import make_teacher
 from localaug.config import RunConfig, resolve
 from localaug.data import sample_seed
 from localaug.errors import UserError
-from localaug.tasks import load_task
+from localaug.task import load_task
 from localaug.verify import verify_with_teacher
 
 JUDGED = Path(__file__).resolve().parent / "judged"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocols import GenerationRequest, ProgressFn, Teacher
-from .tasks import Example, Task
-from .tasks.prompts import TeacherPrompt, prompts_of
+from .task import Example, Task
+from .task.prompts import TeacherPrompt, prompts_of
 
 
 @dataclass

@@ -35,7 +35,7 @@ from .observer import NullObserver, Observer
 from .protocols import Student, Teacher
 from .recipe import Recipe
 from .store import RunStore, iter_dir
-from .tasks import Example, Judged, Task
+from .task import Example, Judged, Task
 
 
 @dataclass

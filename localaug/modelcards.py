@@ -1,6 +1,6 @@
 """Model cards: which weights a student or teacher uses, and how to train/run them.
 
-A card is a small YAML file (the built-in ones: `localaug/cards/models/`); a user passes the path of
+A card is a small YAML file (the built-in ones: `models/`); a user passes the path of
 their own. Unknown keys are an error (a typo must not silently fall back to a default). The defaults
 below are the only defaults of these settings.
 """

@@ -20,7 +20,7 @@ from .data import sample_seed
 from .errors import UserError
 from .failpoints import halfway
 from .store import iter_dir
-from .tasks import Example, Judged
+from .task import Example, Judged
 from .verify import teacher_accuracy, verify_with_teacher
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .observer import Observer
     from .protocols import Teacher
     from .store import RunStore
-    from .tasks import Task
+    from .task import Task
 
 
 class Stages(Protocol):

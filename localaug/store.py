@@ -19,7 +19,7 @@ from . import __version__
 from .config import Settings, save_config
 from .errors import UserError
 from .files import atomic_write_text, read_jsonl, write_jsonl_atomic
-from .tasks import Example
+from .task import Example
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"

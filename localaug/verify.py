@@ -22,9 +22,9 @@ from typing import Any
 
 from .augment import request_seed
 from .protocols import GenerationRequest, ProgressFn, Sampling, Teacher
-from .tasks import Example, Task
-from .tasks.maths import final_number
-from .tasks.prompts import prompts_of
+from .task import Example, Task
+from .task.maths import final_number
+from .task.prompts import prompts_of
 
 SOLVE_SYSTEM = ("Solve the maths word problem step by step. Mark each calculation as <<expression=result>> and "
                 "end with a line '#### ' followed by the final number.")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from localaug.augment import Target, augment
-from localaug.tasks import load_task
-from localaug.tasks.maths import final_answer, wrong_calculations
+from localaug.task import load_task
+from localaug.task.maths import final_answer, wrong_calculations
 from localaug.teacher.cache import CachedTeacher, GenerationCache
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from localaug.config import RunConfig, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
 from localaug.store import RunStore
-from localaug.tasks import load_task
+from localaug.task import load_task
 from localaug.teacher.cache import CachedTeacher, GenerationCache
 from tests.fakes import FakeStudent, FakeTeacher
 
@@ -123,7 +123,7 @@ def test_live_lock_is_refused(tmp_path: Path) -> None:
 
     # Another process must be refused while we hold the lock.
     code = ("import sys; from pathlib import Path; from localaug.store import RunStore; "
-            "from localaug.config import RunConfig, resolve; from localaug.tasks import load_task\n"
+            "from localaug.config import RunConfig, resolve; from localaug.task import load_task\n"
             "from localaug.errors import UserError\n"
             "cfg = resolve(RunConfig(), load_task('demo').defaults)\n"
             "try:\n  RunStore.open_for_run(Path(sys.argv[1]), cfg)\nexcept UserError as e:\n  print(e); sys.exit(2)\n")

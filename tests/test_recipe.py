@@ -15,8 +15,8 @@ from localaug.loop import Loop
 from localaug.protocols import Completion, GenerationRequest
 from localaug.recipe import select_iteration
 from localaug.store import RunStore
-from localaug.tasks import Example, load_task
-from localaug.tasks.card import TaskDefaults
+from localaug.task import Example, load_task
+from localaug.task.card import TaskDefaults
 from localaug.teacher.cache import CachedTeacher, GenerationCache
 from localaug.verify import verify_with_teacher
 from tests.fakes import FakeStudent, FakeTeacher

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from localaug.data import sample_seed
 from localaug.protocols import EvalResult
-from localaug.tasks import builtin_task_names, load_task
-from localaug.tasks.maths import final_answer, predicted_number, wrong_calculations
-from localaug.tasks.prompts import prompts_of
+from localaug.task import builtin_task_names, load_task
+from localaug.task.maths import final_answer, predicted_number, wrong_calculations
+from localaug.task.prompts import prompts_of
 
 EXPECTED_ROWS = {
     "gsm8k": {"train": 7473, "test": 1319},
@@ -134,7 +134,7 @@ def test_teacher_parse_round_trip(name: str, data_dir: Path) -> None:
     task = load_task(name)
     seed = task.load_split("train")[1]
     new = task.card.teacher.example.new
-    from localaug.tasks.kinds import Where
+    from localaug.task.kinds import Where
 
     data = task.kind.validate(dict(new), task.labels, Where())
     fields = task.kind.fields(data, task.labels)
@@ -156,7 +156,7 @@ def test_teacher_parse_round_trip(name: str, data_dir: Path) -> None:
 @pytest.mark.parametrize("name", ["trec", "gsm8k", "casehold"])
 def test_teacher_parser_never_crashes(name: str, text: str) -> None:
     task = _TASKS.setdefault(name, load_task(name))
-    from localaug.tasks import Example
+    from localaug.task import Example
 
     seed = _SEEDS[name]
     parsed, reason = prompts_of(task).parse(text, Example("s", seed), "New: ")
@@ -176,7 +176,7 @@ _SEEDS = {
        lie=st.booleans())
 def test_math_parser_checks_arithmetic(q: str, a: int, b: int, lie: bool) -> None:
     task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
-    from localaug.tasks import Example
+    from localaug.task import Example
 
     result = a * b + (1 if lie else 0)
     text = f" {q.replace(chr(10), ' ')}?\nNew solution: {a}*{b}=<<{a}*{b}={result}>>{result}\n#### {result}"
@@ -205,7 +205,7 @@ def test_stratified_seed_sampling_is_deterministic_and_keeps_rare_labels(data_di
 
 
 def test_math_final_answer_must_come_from_a_checked_calculation() -> None:
-    from localaug.tasks import Example
+    from localaug.task import Example
 
     task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
     seed = Example("s", _SEEDS["gsm8k"])
@@ -223,7 +223,7 @@ def test_math_final_answer_must_come_from_a_checked_calculation() -> None:
 
 def _parse_gsm8k_list_reply(reply: str) -> tuple[dict | None, str]:
     """A chat teacher's reply to GSM8K's list prompt, read as localaug reads it."""
-    from localaug.tasks import Example
+    from localaug.task import Example
 
     task = _TASKS.setdefault("gsm8k", load_task("gsm8k"))
     return prompts_of(task).parse(reply, Example("s", _SEEDS["gsm8k"]), "Problem:", template="shot")

@@ -14,8 +14,8 @@ from localaug.augment import Target, augment
 from localaug.data import sample_seed
 from localaug.files import sha256_file
 from localaug.modelcards import load_model_card
-from localaug.tasks import Example, load_task
-from localaug.tasks.maths import final_answer, wrong_calculations
+from localaug.task import Example, load_task
+from localaug.task.maths import final_answer, wrong_calculations
 from localaug.verify import teacher_accuracy, verify_with_teacher
 
 pytestmark = pytest.mark.slow

@@ -1,8 +1,9 @@
-"""The built-in task and model cards, shipped inside the package (and so inside its wheel).
+"""The built-in task and model cards: the project's top-level `models/` and `tasks/` folders.
 
-They are found through `importlib.resources`, so `localaug run` works the same from a checkout, an
-editable install or a wheel installed on an air-gapped machine, from any working directory. A user's
-own card is passed by path and never looked up here.
+The wheel carries them as the packages `localaug.cards.models` and `localaug.cards.tasks` (pyproject.toml maps
+the folders there), so they are found through `importlib.resources` the same way from a checkout, an editable
+install or a wheel installed on an air-gapped machine, from any working directory. A user's own card is passed
+by path and never looked up here.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-Kind = Literal["tasks", "models"]
+CardFolder = Literal["tasks", "models"]
 
 
-def builtin_dir(kind: Kind) -> Path:
+def builtin_dir(folder: CardFolder) -> Path:
     # localaug installs as plain files (never a zip), so the resource folder is a real directory:
     # the demo task's data must be a Path for the row readers.
-    return Path(str(files(__name__).joinpath(kind)))
+    return Path(str(files(f"{__name__}.{folder}")))
 
 
-def builtin_names(kind: Kind) -> list[str]:
-    return sorted(p.stem for p in builtin_dir(kind).glob("*.yaml"))
+def builtin_names(folder: CardFolder) -> list[str]:
+    return sorted(p.stem for p in builtin_dir(folder).glob("*.yaml"))
 
 
-def builtin_card(kind: Kind, name: str) -> Path | None:
+def builtin_card(folder: CardFolder, name: str) -> Path | None:
     """The built-in card called `name`, or None."""
-    p = builtin_dir(kind) / f"{name}.yaml"
+    p = builtin_dir(folder) / f"{name}.yaml"
     return p if p.is_file() else None

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UserError
-from ..tasks.task import builtin_task_names, load_task
+from ..task.task import builtin_task_names, load_task
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
                                help="Root of task data (default: $LOCALAUG_DATA_DIR, then ./data).")

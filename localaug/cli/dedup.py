@@ -72,7 +72,7 @@ def dedup(files: tuple[Path, ...], task_name: str | None, text_field: str | None
         raise UserError("give exactly one of --task T or --text-field FIELD")
     task = None
     if task_name is not None:
-        from ..tasks.task import load_task  # only the --task path needs the task layer
+        from ..task.task import load_task  # only the --task path needs the task layer
 
         task = load_task(task_name, data_dir)
     config = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, rule=rule,  # type: ignore[arg-type]

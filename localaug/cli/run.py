@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..modelcards import load_model_card
 from ..recipe import holdout_size
 from ..store import CONFIG, RunStore
-from ..tasks import Task, load_task
+from ..task import Task, load_task
 
 RUNS_DIR = Path("runs")
 

@@ -12,7 +12,7 @@ from ..config import build_config, resolve
 from ..data import sample_seed
 from ..errors import UserError
 from ..files import write_jsonl_atomic
-from ..tasks.task import load_task
+from ..task.task import load_task
 
 task_option = click.option("--task", "task_name", required=True, help="Task name or card path.")
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Root of task data.")

@@ -25,7 +25,9 @@ class DataSection(Strict):
         return v
 
 
-class StudentSection(Strict):
+class StudentTemplates(Strict):
+    """How the student is asked and how it answers: templates over the kind's fields."""
+
     prompt: str
     answer: str
     max_new_tokens: int = Field(16, ge=1)
@@ -38,7 +40,9 @@ class WorkedExample(Strict):
     new: dict[str, Any]
 
 
-class TeacherSection(Strict):
+class TeacherTemplates(Strict):
+    """How the teacher is asked for new examples, and how its answer is read back."""
+
     instruction: str
     original: str
     new: str
@@ -73,8 +77,8 @@ class TaskCard(Strict):
     data: DataSection
     labels: dict[str, str] = Field(default_factory=dict, validate_default=True,
                                    description="label in the file -> the words the models see")
-    student: StudentSection
-    teacher: TeacherSection
+    student: StudentTemplates
+    teacher: TeacherTemplates
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
 
     @field_validator("labels", mode="before")
