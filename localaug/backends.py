@@ -78,6 +78,9 @@ def make_teacher(settings: Settings) -> Teacher:
                               api_key_env=settings.teacher_api_key_env, **opts)
     elif is_plugin(settings.teacher):
         inner = _plugin(settings.teacher, opts)
+        if not isinstance(inner, Teacher):
+            raise UserError(f"plug-in teacher '{settings.teacher}' lacks a method of localaug.protocols.Teacher "
+                            "(generate, generate_stream, close): subclass localaug.protocols.TeacherBase")
     else:
         inner = build_teacher(settings.teacher, **opts)
     return CachedTeacher(inner, GenerationCache(teacher_cache_path(settings)))

@@ -23,8 +23,9 @@ Fraction = Field(ge=0, lt=1)
 
 # What each recipe sets when the user leaves the field open (measured in docs/RESULTS.md).
 RECIPES: dict[str, dict[str, Any]] = {
-    # The paper's loop: its prompt, one new example per wrong seed, every teacher example kept.
-    "paper": {"shots": 0, "verify": "none", "holdout": 0.0},
+    # The paper's loop: its prompt, one new example per wrong seed, every teacher example kept, and no teacher
+    # call before the first augment stage (no preflight).
+    "paper": {"shots": 0, "verify": "none", "holdout": 0.0, "preflight": 0},
     # localaug: out-of-fold error finding (a converged student gets its own seeds right), a same-label list
     # prompt with 3 samples per target, and teacher verification (docs/RESULTS.md, "Development").
     "localaug": {"shots": 4, "verify": "teacher", "holdout": 0.0, "per_wrong": 3, "find_errors": "oof", "folds": 2},

@@ -55,7 +55,7 @@ def shared_shots(task: Task, pool: Sequence[Example], exclude: set[str], per_lab
 
 def label_request(task: Task, teacher: Teacher, example: Example, shots: list[Example]) -> GenerationRequest:
     """Ask for `example`'s answer: the student's format, few-shot; for maths, a worked solution."""
-    if task.kind.scored:
+    if task.kind.has_choices:
         choices = task.eval_item(example, "score").choices or ()
         longest = max(len(c) for c in choices)
         return GenerationRequest(prompt=prompts_of(task).verify(example, shots),
@@ -70,7 +70,7 @@ def label_request(task: Task, teacher: Teacher, example: Example, shots: list[Ex
 
 def read_answer(task: Task, example: Example, text: str) -> str | None:
     """The teacher's answer as a prediction: the choice it picked, else whatever the text says."""
-    if task.kind.scored:
+    if task.kind.has_choices:
         choices = task.eval_item(example, "score").choices or ()
         stripped = [c.strip() for c in choices]
         if text.strip() in stripped:

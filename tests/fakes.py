@@ -23,6 +23,7 @@ from localaug.protocols import (
     EvalResult,
     GenerationRequest,
     ProgressFn,
+    TeacherBase,
     TrainItem,
     TrainStats,
 )
@@ -84,7 +85,7 @@ class FakeStudent:
         return out
 
 
-class FakeTeacher:
+class FakeTeacher(TeacherBase):
     prefers_completion = True
 
     def __init__(self, **settings: object) -> None:

@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 
 from localaug.cli.cache import cache as cache_cli
-from localaug.protocols import Completion, GenerationRequest, ProgressFn, Sampling, Teacher
+from localaug.protocols import Completion, GenerationRequest, ProgressFn, Sampling, Teacher, TeacherBase
 from localaug.teacher.cache import SCHEMA_VERSION, CachedTeacher, GenerationCache, default_cache_path, generation_key
 
 S = Sampling(temperature=0.7, max_tokens=8, seed=5)
 
 
-class EchoTeacher:
+class EchoTeacher(TeacherBase):
     """A deterministic stand-in for the cache-logic tests (the real model is used further down)."""
 
     kind = "echo"

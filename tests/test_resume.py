@@ -44,7 +44,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return tmp / "ref", _calls(tmp, "ref")
 
 
-@pytest.mark.parametrize("failpoint", ["train:1", "augment:0", "augment:1", "dedup:0", "dedup:1", "train:final"])
+@pytest.mark.parametrize("failpoint", ["train:1", "augment:0", "augment:1", "dedup:0", "dedup:1",
+                                       "train:iter_01/fold0"])
 def test_killed_run_resumes_to_identical_data(tmp_path: Path, reference: tuple[Path, int], failpoint: str) -> None:
     ref_dir, ref_calls = reference
     assert ref_calls > 0

@@ -11,9 +11,10 @@ from rich.table import Table
 
 from ..config import Settings, build_config, load_settings, resolve
 from ..errors import UserError
+from ..layout import CONFIG, MANIFEST, PLOT
 from ..modelcards import load_model_card
 from ..recipe import holdout_size
-from ..store import CONFIG, RunStore
+from ..store import RunStore
 from ..task import Task, load_task
 
 RUNS_DIR = Path("runs")
@@ -64,31 +65,20 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 @click.option("--dry-run", is_flag=True, help="Print the plan; touch nothing.")
 def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **options: object) -> None:
     """Run LLM2LLM: train, find wrong seed examples, have the teacher write new ones, repeat."""
-    if resume_dir:
-        settings = load_settings(_saved_config(Path(resume_dir)))
-        settings.out = str(resume_dir)
-        task = load_task(settings.task, settings.data_dir)
-    else:
-        epochs = options.pop("epochs")
-        cfg = build_config(config_file, **options)
-        if epochs is not None:
-            cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
-        task = load_task(cfg.task or "demo", cfg.data_dir)
-        settings = resolve(cfg, task.defaults, config_file)
-    out = Path(settings.out) if settings.out else _default_out(settings)
-    settings.out = str(out)  # recorded in config.yaml; not part of the run's fingerprint
+    settings = _settings(config_file, resume_dir, options)  # resolved once, here; only Settings goes on
+    task = load_task(settings.task, settings.data_dir)
+    out = Path(settings.out)
     console = Console()
-    plan = _plan(task, settings, out)  # a bad seed size or holdout fails here, before anything is written
+    plan = _check_before_writing(task, settings)
     if dry_run:
         _print_plan(console, plan)
         return
     from ..backends import make_student, make_teacher, teacher_cache_path
-    from ..loop import Loop, check_task_has_test
+    from ..loop import Loop
     from ..report import verdict, write_report
     from .prepare import student_needs_preparing
     from .progress import RichObserver
 
-    check_task_has_test(task)
     teacher = None
     if settings.teacher_url:  # a wrong URL or model name fails now, in one line, before anything is written
         teacher = make_teacher(settings)
@@ -102,24 +92,44 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
                           "does it ahead).")
         with console.status("converting the student (once)") if first_use else contextlib.nullcontext():
             student = make_student(settings.student, settings.student_settings)
-        store.manifest["models"]["student"] = student.identity
-        if teacher is not None:
-            store.manifest["models"]["teacher"] = teacher.identity
-        store.manifest["teacher_cache"] = str(teacher_cache_path(settings))
-        store.save_manifest()
+        store.record_models(student=student.identity, teacher=teacher.identity if teacher else None,
+                            teacher_cache=str(teacher_cache_path(settings)))
         with RichObserver(settings.iterations, console) as obs:
             loop = Loop(task, settings, store, student, lambda: teacher or make_teacher(settings), obs)
             result = loop.run()
-        if loop.teacher_identity is not None:
-            store.manifest["models"]["teacher"] = loop.teacher_identity
-            store.save_manifest()
+        store.record_models(teacher=loop.teacher_identity)
         path = write_report(store)
         console.print(verdict(result.iterations, result.final))
         if result.stopped_early:
             console.print(f"Stopped early: {result.stopped_early}.")
-        console.print(f"Report: {path}  Plot: {out / 'accuracy.png'}")
+        console.print(f"Report: {path}  Plot: {out / PLOT}")
     finally:
         store.unlock()
+
+
+def _settings(config_file: str | None, resume_dir: str | None, options: dict[str, object]) -> Settings:
+    """The run's settings, resolved once: a saved run's own (--resume), or the recipe <- task card <- config
+    file <- options; `out` filled in (derived from the settings, so the same command resumes the same run)."""
+    if resume_dir:
+        settings = load_settings(_saved_config(Path(resume_dir)))
+        settings.out = str(resume_dir)
+        return settings
+    epochs = options.pop("epochs")
+    cfg = build_config(config_file, **options)
+    if epochs is not None:
+        cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
+    task = load_task(cfg.task or "demo", cfg.data_dir)
+    settings = resolve(cfg, task.defaults, config_file)
+    settings.out = settings.out or str(_default_out(settings))  # recorded in config.yaml, not in the fingerprint
+    return settings
+
+
+def _check_before_writing(task: Task, settings: Settings) -> list[tuple[str, str]]:
+    """Every check a run makes before its directory exists (bad data, seed size, holdout, a missing test
+    split), so a bad run fails in one line and leaves nothing behind; what the run would do."""
+    if "test" not in task.splits():
+        raise UserError(f"task '{task.name}' has no 'test' split", file=task.path, field="data.splits")
+    return _plan(task, settings, Path(settings.out or ""))
 
 
 def _saved_config(run_dir: Path) -> Path:
@@ -172,14 +182,14 @@ def _print_plan(console: Console, plan: list[tuple[str, str]]) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
     """Rebuild RUN_DIR/report.md and accuracy.png from the run's manifest."""
-    from ..report import iteration_rows, iteration_table, verdict, write_report
+    from ..report import iteration_table, verdict, write_report
 
     store = RunStore.open_existing(Path(run_dir))
     path = write_report(store)
-    rows = iteration_rows(store)
+    rows = store.manifest.rows()
     console = Console()
     console.print(iteration_table(rows))
-    console.print(verdict(rows, store.manifest.get("final")))
+    console.print(verdict(rows, store.manifest.final))
     console.print(f"Report: {path}")
 
 
@@ -191,12 +201,12 @@ def runs(runs_dir: str) -> None:
     for col in ("run", "task", "created", "iterations", "test acc (first -> last)", "state"):
         table.add_column(col)
     root = Path(runs_dir)
-    for d in sorted(p for p in root.glob("*") if (p / "manifest.json").exists()) if root.exists() else []:
-        store = RunStore.open_existing(d)
-        its = [store.manifest["iterations"][k] for k in sorted(store.manifest.get("iterations", {}))]
-        final = store.manifest.get("final") or its[-1] if its else None
-        acc = f"{its[0]['test_accuracy']:.1%} -> {final['test_accuracy']:.1%}" if its and final else "-"
+    for d in sorted(p for p in root.glob("*") if (p / MANIFEST).exists()) if root.exists() else []:
+        m = RunStore.open_existing(d).manifest
+        its = m.rows()
+        last = m.final or (its[-1] if its else None)
+        acc = f"{its[0].test_accuracy:.1%} -> {last.test_accuracy:.1%}" if its and last else "-"
         task_name = load_settings(d / CONFIG).task if (d / CONFIG).exists() else "?"
-        state = "finished" if store.manifest.get("finished") else "unfinished (resume with --resume)"
-        table.add_row(d.name, task_name, store.manifest.get("created", "?"), str(len(its)), acc, state)
+        state = "finished" if m.finished else "unfinished (resume with --resume)"
+        table.add_row(d.name, task_name, m.created, str(len(its)), acc, state)
     Console().print(table)

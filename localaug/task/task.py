@@ -48,6 +48,10 @@ class Judged:
     def accuracy(self) -> float:
         return self.correct / len(self.rows) if self.rows else 0.0
 
+    @property
+    def wrong(self) -> int:
+        return len(self.rows) - self.correct
+
 
 class Task:
     def __init__(self, card: TaskCard, path: Path, data_dir: str | Path | None = None) -> None:
@@ -131,8 +135,8 @@ class Task:
         return TrainItem(self.card.student.prompt.format(**f), self.card.student.answer.format(**f))
 
     def eval_mode(self, requested: str | None = None) -> str:
-        mode = requested or self.defaults.eval_mode or ("score" if self.kind.scored else "generate")
-        if mode == "score" and not self.kind.scored:
+        mode = requested or self.defaults.eval_mode or ("score" if self.kind.has_choices else "generate")
+        if mode == "score" and not self.kind.has_choices:
             raise UserError(f"task '{self.name}' ({self.kind.name}) can only be evaluated by generation",
                             field="eval_mode")
         return mode

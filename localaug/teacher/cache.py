@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import cache_dir
-from ..protocols import Completion, GenerationRequest, ProgressFn, Teacher
+from ..protocols import Completion, GenerationRequest, ProgressFn, Teacher, TeacherBase
 from .common import iter_jobs
 
 SCHEMA_VERSION = 1
@@ -229,16 +229,15 @@ class GenerationCache:
             self._local.conn = None
 
 
-class CachedTeacher:
+class CachedTeacher(TeacherBase):
     """A Teacher that answers from the cache and sends only the misses to the wrapped teacher."""
 
-    def __init__(self, teacher: Teacher, cache: GenerationCache | None = None, *, chunk_size: int = 8) -> None:
+    def __init__(self, teacher: Teacher, cache: GenerationCache | None = None) -> None:
         self.teacher = teacher
         self.cache = cache if cache is not None else GenerationCache()
         self.identity = teacher.identity
         self.prefers_completion = teacher.prefers_completion
         self.model = model_key(teacher)
-        self.chunk_size = chunk_size  # for backends without generate_stream: store after each chunk
         self.model_calls = 0
         self.cache_hits = 0
 
@@ -281,21 +280,12 @@ class CachedTeacher:
                 rate = tokens / max(time.perf_counter() - t0, 1e-9)
                 progress(done, total, {"cache_hits": self.cache_hits, "tokens": tokens, "tokens_per_s": rate})
 
-        if miss_reqs:
-            stream = getattr(self.teacher, "generate_stream", None)
-            if stream is not None:
-                for j, _, comp in stream(miss_reqs):
-                    store(j, comp)
-            else:
-                for lo in range(0, len(miss_reqs), self.chunk_size):
-                    for dj, comps in enumerate(self.teacher.generate(miss_reqs[lo : lo + self.chunk_size])):
-                        store(lo + dj, comps[0])
+        for j, _, comp in self.teacher.generate_stream(miss_reqs):
+            store(j, comp)
         return [[c for c in o if c is not None] for o in out]
 
     def close(self) -> None:
         """Free the wrapped model now: left to the garbage collector at interpreter exit, llama.cpp's own
         finaliser runs after its library is unloaded and prints a traceback."""
-        close = getattr(self.teacher, "close", None)
-        if close is not None:
-            close()
+        self.teacher.close()
         self.cache.close()

@@ -19,13 +19,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import UserError
-from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
+from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling, TeacherBase
 from .common import choice_grammar, iter_jobs, run_stream
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
-class HttpTeacher:
+class HttpTeacher(TeacherBase):  # its own generate_stream; close: nothing held between requests
     kind = "http"
 
     def __init__(
