@@ -71,11 +71,12 @@ def make_teacher(settings: Settings) -> Teacher:
     from .teacher.cache import CachedTeacher, GenerationCache
 
     opts = dict(settings.teacher_settings)
-    if settings.teacher_url:
+    if settings.teacher_servers:
+        # Every server is checked here (models, chat, constraint field), before the run writes anything.
         # The default card says nothing about a server's model: assume chat unless the user names a card.
         card = None if settings.teacher == DEFAULT_TEACHER else settings.teacher
-        inner = build_teacher(card, url=settings.teacher_url, model=settings.teacher_model,
-                              api_key_env=settings.teacher_api_key_env, **opts)
+        inner = build_teacher(card, url=settings.teacher_servers, model=settings.teacher_model,
+                              identity=settings.teacher_identity, api_key_env=settings.teacher_api_key_env, **opts)
     elif is_plugin(settings.teacher):
         inner = _plugin(settings.teacher, opts)
         if not isinstance(inner, Teacher):

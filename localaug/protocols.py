@@ -136,7 +136,7 @@ class Teacher(Protocol):
     """A text generator. A backend that only answers whole batches subclasses `TeacherBase`, which gives it
     `generate_stream` and `close`."""
 
-    identity: str  # stable identity used in cache keys (file hash for GGUF, name + url for HTTP)
+    identity: str  # stable identity used in cache keys (file hash for GGUF, the served model for HTTP)
     prefers_completion: bool  # True for base models without a chat template
 
     def generate(

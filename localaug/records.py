@@ -157,6 +157,18 @@ class Preflight(Record):
     warning: str | None = None
 
 
+class TeacherServer(Record):
+    """One server of the teacher's pool: what it is, and how many requests it answered in this run."""
+
+    url: str
+    model: str  # what it reports serving (the run's teacher identity, unless pinned)
+    software: str = ""
+    version: str = ""
+    constraint: str  # the field it honours for the verifier's labels, or "none" (teacher/dialects.py)
+    answered: int = 0  # added up across the processes of a resumed run
+    set_aside: int = 0  # stages it was set aside in (refused, timed out, 5xx)
+
+
 class Manifest(Record):
     localaug_run: int = 1
     created: str
@@ -170,6 +182,7 @@ class Manifest(Record):
     final: FinalModel | None = None
     finished: bool = False
     stopped_early: str | None = None
+    teacher_servers: list[TeacherServer] = []  # a teacher behind servers (teacher/pool.py)
 
     @field_validator("stages", mode="before")
     @classmethod

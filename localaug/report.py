@@ -8,7 +8,7 @@ from rich.table import Table
 
 from . import layout
 from .files import atomic_file, atomic_write_text
-from .records import AugmentSummary, DedupSummary, FinalModel, IterationRow, Preflight, VerifySummary
+from .records import AugmentSummary, DedupSummary, FinalModel, IterationRow, Preflight, TeacherServer, VerifySummary
 from .store import RunStore
 
 COLUMNS = [
@@ -146,6 +146,24 @@ def teacher_lines(store: RunStore) -> list[str]:
     return [*lines, ""]
 
 
+def teacher_server_lines(servers: list[TeacherServer]) -> list[str]:
+    """The teacher's servers: what each answered, which constraint field it honours."""
+    if not servers:
+        return []
+    out = ["## Teacher servers", "", "| server | model | software | constraint | requests answered | set aside |",
+           "|---|---|---|---|---:|---:|"]
+    for r in servers:
+        software = " ".join(p for p in (r.software, r.version) if p) or "-"
+        out.append(f"| {r.url} | {r.model} | {software} | {r.constraint} | {r.answered} | {r.set_aside} |")
+    out.append("")
+    loose = [r.url for r in servers if r.constraint == "none"]
+    if loose:
+        out += [f"**Note:** {', '.join(loose)} honoured no constraint field (structured_outputs, guided_choice, "
+                "grammar): the verifier read each label from the first line of free text, which rejects more "
+                "candidates (docs/teachers.md).", ""]
+    return out
+
+
 def write_report(store: RunStore) -> Path:
     """Rebuild report.md and accuracy.png from the manifest (no model is loaded)."""
     m = store.manifest
@@ -163,6 +181,7 @@ def write_report(store: RunStore) -> Path:
     lines += [""]
     lines += preflight_lines(m.preflight)
     lines += teacher_lines(store)
+    lines += teacher_server_lines(m.teacher_servers)
     if rows:
         plot_accuracy(rows, store.path(layout.PLOT), m.final)
         lines += [f"![test accuracy per iteration]({layout.PLOT})", ""]

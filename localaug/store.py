@@ -23,7 +23,7 @@ from .config import Settings, save_config
 from .errors import UserError
 from .files import atomic_write_text, read_jsonl, write_jsonl_atomic
 from .layout import CONFIG, LOCK, MANIFEST, Folder
-from .records import FinalModel, IterationRow, Manifest, Preflight, StageSummary
+from .records import FinalModel, IterationRow, Manifest, Preflight, StageSummary, TeacherServer
 from .task import Example
 
 
@@ -152,6 +152,11 @@ class RunStore:
 
     def record_preflight(self, preflight: Preflight) -> None:
         self._manifest = self.manifest.model_copy(update={"preflight": preflight})
+        self._save()
+
+    def record_teacher_servers(self, servers: list[TeacherServer]) -> None:
+        """The teacher's servers and what each answered (teacher/record.py)."""
+        self._manifest = self.manifest.model_copy(update={"teacher_servers": servers})
         self._save()
 
     def finish(self, final: FinalModel | None, stopped_early: str | None) -> None:

@@ -16,6 +16,7 @@ from ..modelcards import load_model_card
 from ..recipe import holdout_size
 from ..store import RunStore
 from ..task import Task, load_task
+from ..teacher.record import servers_at_end, servers_at_start
 
 RUNS_DIR = Path("runs")
 
@@ -45,8 +46,10 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 @click.option("--seed-fraction", type=float, help="Or: the fraction of the train split.")
 @click.option("--student", help="Student model card (name or path) [gemma3-270m].")
 @click.option("--teacher", help="Teacher model card (name or path) [qwen2.5-coder-1.5b].")
-@click.option("--teacher-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
-@click.option("--teacher-model", help="Model name on that server.")
+@click.option("--teacher-url", "teacher_urls", multiple=True,
+              help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1; repeat it for a pool of one model.")
+@click.option("--teacher-model", help="Model name on the server(s) [the one they serve].")
+@click.option("--teacher-identity", help="The served teacher's cache identity [the model the servers report].")
 @click.option("--recipe", type=click.Choice(["localaug", "paper"]),
               help="localaug: out-of-fold error finding + list prompt + teacher verification; paper: as published.")
 @click.option("--shots", type=int, help="Seed examples in the teacher's list prompt (0: the paper's prompt).")
@@ -80,10 +83,11 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
     from .progress import RichObserver
 
     teacher = None
-    if settings.teacher_url:  # a wrong URL or model name fails now, in one line, before anything is written
+    if settings.teacher_servers:  # every server is checked now (teacher/servers.py), before anything is written
         teacher = make_teacher(settings)
     store = RunStore.open_for_run(out, settings)
     try:
+        servers_before = servers_at_start(store, teacher)  # a resumed run: the same model, or a one-line error
         console.print(f"[bold]localaug[/bold] {task.name}: seed {settings.seed_size or settings.seed_fraction}, "
                       f"{settings.iterations} iterations -> {out}")
         first_use = student_needs_preparing(settings.student, settings.student_settings)
@@ -98,6 +102,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **option
             loop = Loop(task, settings, store, student, lambda: teacher or make_teacher(settings), obs)
             result = loop.run()
         store.record_models(teacher=loop.teacher_identity)
+        servers_at_end(store, teacher, servers_before)
         path = write_report(store)
         console.print(verdict(result.iterations, result.final))
         if result.stopped_early:
@@ -115,7 +120,10 @@ def _settings(config_file: str | None, resume_dir: str | None, options: dict[str
         settings.out = str(resume_dir)
         return settings
     epochs = options.pop("epochs")
+    urls = list(options.pop("teacher_urls") or ())  # type: ignore[call-overload]
     cfg = build_config(config_file, **options)
+    if urls:  # the command line's servers replace the config file's
+        cfg.teacher_url, cfg.teacher_urls = None, urls
     if epochs is not None:
         cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
     task = load_task(cfg.task or "demo", cfg.data_dir)
@@ -166,7 +174,7 @@ def _plan(task: Task, settings: Settings, out: Path) -> list[tuple[str, str]]:
             ("seed set", f"{seed_n} rows (seed {s.seed})" + (f", {held} of them held out" if held else "")),
             ("test set", f"{test_n} rows"), ("iterations", str(s.iterations)), ("per wrong example", str(s.per_wrong)),
             ("recipe", f"{s.recipe} (shots {s.shots}, verify {s.verify}, holdout {s.holdout})"),
-            ("student", s.student), ("teacher", s.teacher_url or s.teacher),
+            ("student", s.student), ("teacher", " + ".join(s.teacher_servers) or s.teacher),
             ("eval", task.eval_mode(s.eval_mode)), ("run dir", str(out)),
             ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]
 
