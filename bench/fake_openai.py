@@ -99,14 +99,18 @@ def handler(b: Behaviour, lock: threading.Lock, slots: threading.Semaphore) -> t
     return Handler
 
 
+class _Httpd(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # a real server's backlog; http.server's 5 drops connections under load
+
+
 class FakeServer:
     """One fake server in a thread of this process; `stop()` makes its port refuse connections."""
 
     def __init__(self, behaviour: Behaviour | None = None) -> None:
         self.b = behaviour or Behaviour()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler(self.b, threading.Lock(),
+        self.httpd = _Httpd(("127.0.0.1", 0), handler(self.b, threading.Lock(),
                                                                    threading.Semaphore(self.b.slots)))
-        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()

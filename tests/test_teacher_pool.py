@@ -201,3 +201,36 @@ def test_teacher_urls_in_a_run_config_and_repeated_options(tmp_path: Path) -> No
 
 def _completions_of(s: FakeServer) -> list[dict]:
     return [b for b in s.b.log if "messages" in b and b.get("max_tokens", 0) > 1]
+
+
+def test_the_manifest_and_report_count_each_servers_answers_across_a_resume(tmp_path: Path) -> None:
+    from localaug.config import Settings, resolve
+    from localaug.config import build_config as cfg
+    from localaug.report import write_report
+    from localaug.store import RunStore
+    from localaug.teacher.record import servers_at_end, servers_at_start
+
+    settings: Settings = resolve(cfg(teacher_urls=["http://127.0.0.1:1/v1"]))
+    with FakeServer(Behaviour(root="/w/a")) as a, FakeServer(Behaviour(root="/w/a", honours=None)) as b:
+        for run in range(2):  # a run, then the same run resumed by a second process
+            pool = _pool(a, b)
+            store = RunStore.open_for_run(tmp_path / "run", settings)
+            before = servers_at_start(store, pool)
+            store.manifest["models"]["teacher"] = pool.identity
+            pool.generate(_reqs(6, seed=10 * run))
+            servers_at_end(store, pool, before)
+            store.save_manifest()
+            store.unlock()
+        records = json.loads((tmp_path / "run" / "manifest.json").read_text())["teacher_servers"]
+        assert [r["url"] for r in records] == [a.url, b.url] and sum(r["answered"] for r in records) == 12
+        assert records[0]["answered"] == len(_completions(a)) and records[1]["constraint"] == "none"
+        report = write_report(RunStore.open_existing(tmp_path / "run")).read_text()
+        assert "## Teacher servers" in report and f"| {b.url} | /w/a | vllm 0.32.0 | none |" in report
+        assert f"**Note:** {b.url} honoured no constraint field" in report
+    with FakeServer(Behaviour(root="/w/other")) as c:  # a resume against servers of another model
+        store = RunStore.open_for_run(tmp_path / "run", settings)
+        try:
+            with pytest.raises(UserError, match="teacher was http:/w/a, and the servers now serve http:/w/other"):
+                servers_at_start(store, _pool(c))
+        finally:
+            store.unlock()
