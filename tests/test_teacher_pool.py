@@ -109,6 +109,16 @@ def test_a_failing_server_is_set_aside_and_every_request_is_answered_once() -> N
         assert "\n" not in str(e.value)
 
 
+def test_a_server_that_times_out_is_set_aside() -> None:
+    with FakeServer(Behaviour(slots=4)) as good, FakeServer(Behaviour(slots=4)) as slow:
+        t = _pool(good, slow, timeout_s=0.3)
+        slow.b.latency_s = 1.0  # after the pre-run check passed
+        out = t.generate(_reqs(8))
+        assert [len(r) for r in out] == [1] * 8
+        rec = t.server_records()
+        assert (rec[0]["answered"], rec[1]["answered"], rec[1]["set_aside"]) == (8, 0, 1)
+
+
 def test_one_server_that_fails_is_a_one_line_error() -> None:
     with FakeServer(Behaviour(fail_with=502)) as s:
         with pytest.raises(UserError, match=r"unreachable or failing \(HTTP 502.*is it running\?"):

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..modelcards import DEFAULT_TEACHER, load_model_card
 from ..protocols import Teacher
 
-# HttpTeacher (one server's client) options; the rest of `opts` are the pool's.
+# ServerClient (one server's client) options; the rest of `opts` are the pool's.
 _CLIENT_OPTS = ("timeout_s", "connect_timeout_s", "retries", "backoff_s")
 
 
@@ -41,7 +41,7 @@ def build_teacher(card: str | Path | None = None, *, url: str | Sequence[str] | 
         mc = load_model_card(card or DEFAULT_TEACHER)
         settings = {**mc.teacher.model_dump(exclude_none=True), **{k: v for k, v in opts.items() if v is not None}}
         return LlamaCppTeacher(mc.gguf_file(), chat_template=mc.chat_template, **settings)
-    from .http import HttpTeacher
+    from .http import ServerClient
     from .pool import TeacherPool
     from .servers import check_servers
 
@@ -55,7 +55,7 @@ def build_teacher(card: str | Path | None = None, *, url: str | Sequence[str] | 
         raise UserError(f"teacher_settings for a server teacher: unknown {', '.join(unknown)} (known: "
                         f"concurrency, chat_template, {', '.join(_CLIENT_OPTS)})", field="teacher_settings")
     api_key = os.environ.get(api_key_env) or None
-    clients = [HttpTeacher(u, model or "", api_key=api_key, **client_opts) for u in urls]
+    clients = [ServerClient(u, model or "", api_key=api_key, **client_opts) for u in urls]
     infos = check_servers(clients, model, chat=bool(chat), pinned_identity=identity)
     return TeacherPool(list(zip(clients, infos, strict=True)), identity=identity or infos[0].reported,
                        prefers_completion=not chat, **opts)

@@ -54,7 +54,7 @@ def normalise_url(base_url: str) -> str:
     return base
 
 
-class HttpTeacher:
+class ServerClient:
     """A client of one server. `dialect` is set by the pre-run check (`servers.check_server`)."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout_s: float = 300.0,
@@ -104,10 +104,9 @@ class HttpTeacher:
         version = self._get_quietly(self.root + "/version").get("version")
         return ("", "") if version is None else ("unknown", str(version))
 
-    def probe_dialect(self) -> tuple[str, list[str]]:
+    def probe_dialect(self, software: str, version: str) -> tuple[str, list[str]]:
         """Which constraint field this server honours (dialects.probe), on the completions endpoint the
-        verifier uses; the order tried follows what the server says it is."""
-        software, version = self.software(self.models())
+        verifier uses; the order tried follows what the server says it is (`software`)."""
 
         def send(fields: dict[str, Any]) -> str | None:
             try:

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..failpoints import halfway
 from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling, TeacherBase
 from .common import iter_jobs, run_stream
-from .http import HttpTeacher, ServerFailure
+from .http import ServerClient, ServerFailure
 from .servers import ServerInfo
 
 POOL_HALFWAY = "teacher-pool-halfway"  # failpoint: half of a stage's samples answered
@@ -32,7 +32,7 @@ POOL_HALFWAY = "teacher-pool-halfway"  # failpoint: half of a stage's samples an
 
 @dataclass
 class _Member:
-    client: HttpTeacher
+    client: ServerClient
     info: ServerInfo
     capacity: int
     in_flight: int = 0
@@ -45,7 +45,7 @@ class _Member:
 class TeacherPool(TeacherBase):  # its own generate_stream; close: nothing held between requests
     kind = "http"
 
-    def __init__(self, servers: Sequence[tuple[HttpTeacher, ServerInfo]], *, identity: str,
+    def __init__(self, servers: Sequence[tuple[ServerClient, ServerInfo]], *, identity: str,
                  prefers_completion: bool = False, concurrency: int = 8, failover_retries: int = 1) -> None:
         if not servers:
             raise UserError("no teacher server configured")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UserError
 from . import dialects
-from .http import HttpTeacher, ServerFailure
+from .http import ServerClient, ServerFailure
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ServerInfo:
 _PROBED: dict[tuple[str, str, str, str], tuple[str, list[str]]] = {}
 
 
-def _served_model(client: HttpTeacher, model: str | None, entries: list[dict[str, Any]] | None) -> tuple[str, str]:
+def _served_model(client: ServerClient, model: str | None, entries: list[dict[str, Any]] | None) -> tuple[str, str]:
     """(the model name to request, what the server reports it to be), checked against the listing."""
     if entries is None:  # no listing (some servers): the name is all there is; the first request will tell
         if not model:
@@ -55,7 +55,7 @@ def _served_model(client: HttpTeacher, model: str | None, entries: list[dict[str
     return model, str(entry.get("root") or entry.get("id"))
 
 
-def check_server(client: HttpTeacher, model: str | None, *, chat: bool) -> ServerInfo:
+def check_server(client: ServerClient, model: str | None, *, chat: bool) -> ServerInfo:
     try:
         return _check(client, model, chat=chat)
     except ServerFailure as e:
@@ -63,7 +63,7 @@ def check_server(client: HttpTeacher, model: str | None, *, chat: bool) -> Serve
                         "is it running?") from None
 
 
-def _check(client: HttpTeacher, model: str | None, *, chat: bool) -> ServerInfo:
+def _check(client: ServerClient, model: str | None, *, chat: bool) -> ServerInfo:
     entries = client.models()
     name, reported = _served_model(client, model, entries)
     client.model = name
@@ -77,12 +77,12 @@ def _check(client: HttpTeacher, model: str | None, *, chat: bool) -> ServerInfo:
                 "card with chat_template: false (--teacher CARD)")
     key = (client.base_url, software, version, name)
     if key not in _PROBED:
-        _PROBED[key] = client.probe_dialect()
+        _PROBED[key] = client.probe_dialect(software, version)
     client.dialect, tried = _PROBED[key]
     return ServerInfo(client.base_url, name, reported, software, version, client.dialect, list(tried))
 
 
-def check_servers(clients: list[HttpTeacher], model: str | None, *, chat: bool,
+def check_servers(clients: list[ServerClient], model: str | None, *, chat: bool,
                   pinned_identity: str | None = None) -> list[ServerInfo]:
     """Check every server (see the module's docstring); warn about one that honours no constraint."""
     urls = [c.base_url for c in clients]
