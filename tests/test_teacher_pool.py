@@ -226,10 +226,9 @@ def test_the_manifest_and_report_count_each_servers_answers_across_a_resume(tmp_
             pool = _pool(a, b)
             store = RunStore.open_for_run(tmp_path / "run", settings)
             before = servers_at_start(store, pool)
-            store.manifest["models"]["teacher"] = pool.identity
+            store.record_models(teacher=pool.identity)
             pool.generate(_reqs(6, seed=10 * run))
             servers_at_end(store, pool, before)
-            store.save_manifest()
             store.unlock()
         records = json.loads((tmp_path / "run" / "manifest.json").read_text())["teacher_servers"]
         assert [r["url"] for r in records] == [a.url, b.url] and sum(r["answered"] for r in records) == 12
