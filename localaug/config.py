@@ -63,9 +63,9 @@ class Settings(Strict):
     filter: Literal["none", "students"] = Field(
         "none", description="students: keep a candidate only if a student that never saw its source agrees")
     eval_mode: Literal["score", "generate"] | None = Field(None, description="None: the task's default")
-    student: str = Field(DEFAULT_STUDENT, description="model card name or path, or module:factory")
+    student: str = Field(DEFAULT_STUDENT, description="model card name or path, or an installed plug-in's name")
     student_settings: dict[str, Any] = Field(default_factory=dict, description="card overrides: {epochs: 3}")
-    teacher: str = Field(DEFAULT_TEACHER, description="model card name or path, or module:factory")
+    teacher: str = Field(DEFAULT_TEACHER, description="model card name or path, or an installed plug-in's name")
     teacher_settings: dict[str, Any] = Field(default_factory=dict,
                                              description="card overrides: {n_ctx: 4096, batch_sequences: 4}")
     teacher_url: str | None = Field(None, pattern=r"^https?://",

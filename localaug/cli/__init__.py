@@ -32,11 +32,12 @@ def _register() -> None:
     from .cache import cache
     from .data import data, tasks
     from .dedup import dedup
+    from .plugins import plugins
     from .prepare import prepare
     from .run import report, run, runs
     from .stages import eval_cmd, generate, train
 
-    for cmd in (run, prepare, report, runs, tasks, data, generate, train, eval_cmd, dedup, cache):
+    for cmd in (run, prepare, report, runs, tasks, data, generate, train, eval_cmd, dedup, cache, plugins):
         main.add_command(cmd)
 
 
