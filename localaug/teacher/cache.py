@@ -7,7 +7,8 @@ sample 0 of the same request with seed 2 are the same generation, and share one 
 
 SQLite in WAL mode with a busy timeout and one short transaction per write, so several threads and
 processes can fill the same cache at once. Each completion is written the moment the backend
-produces it: a run killed mid-stage keeps everything it finished.
+produces it, or, for a teacher whose outputs depend on their batch, each fixed batch group at once
+(`CachedTeacher`): a run killed mid-stage keeps everything it finished.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..failpoints import failpoint
 from ..files import cache_dir
 from ..protocols import Completion, GenerationRequest, ProgressFn, Teacher, TeacherBase
 from .common import iter_jobs
@@ -200,6 +202,21 @@ class GenerationCache:
              int(comp.completion_tokens), float(comp.seconds), time.time()),
         )
 
+    def put_many(self, entries: Sequence[tuple[str, str, Completion]]) -> None:
+        """Store (key, model, completion) entries in one transaction: all of them, or none if killed."""
+        rows = [(k, m, c.text, c.finish_reason, int(c.prompt_tokens), int(c.completion_tokens), float(c.seconds),
+                 time.time()) for k, m, c in entries if c.finish_reason != "error"]
+        if not rows:
+            return
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
     def stats(self) -> CacheStats:
         c = self._conn()
         rows = c.execute(
@@ -230,7 +247,13 @@ class GenerationCache:
 
 
 class CachedTeacher(TeacherBase):
-    """A Teacher that answers from the cache and sends only the misses to the wrapped teacher."""
+    """A Teacher that answers from the cache and sends only the misses to the wrapped teacher.
+
+    A teacher whose output depends on which requests share a batch (llama.cpp's batched logits do) says so
+    with `batch_group`, a number of samples. Its requests are then cut into groups of that many by their
+    position in the call (the stage's requests in order), never by what is still missing; each group's misses
+    are generated together and committed to the cache together. A run killed inside a group loses that group
+    whole, and its resume generates exactly the group the uninterrupted run did: the same bytes."""
 
     def __init__(self, teacher: Teacher, cache: GenerationCache | None = None) -> None:
         self.teacher = teacher
@@ -248,31 +271,27 @@ class CachedTeacher(TeacherBase):
         total = sum(len(o) for o in out)
         keys = {(ri, si): generation_key(self.model, req, si) for ri, si, req, _ in iter_jobs(requests)}
         hits = self.cache.get_many(list(keys.values()))
-        # Misses, one single-sample request per distinct key (identical requests are generated once).
-        miss_slots: dict[str, list[tuple[int, int]]] = {}
-        miss_reqs: list[GenerationRequest] = []
-        miss_keys: list[str] = []
+        # One single-sample request per distinct key (identical requests are generated once), in order of first use.
+        slots: dict[str, list[tuple[int, int]]] = {}
+        single: dict[str, GenerationRequest] = {}
         for ri, si, req, sampling in iter_jobs(requests):
             k = keys[(ri, si)]
             if k in hits:
                 out[ri][si] = replace(hits[k])
                 self.cache_hits += 1
                 continue
-            if k not in miss_slots:
-                miss_slots[k] = []
-                miss_reqs.append(replace(req, n=1, sampling=sampling))
-                miss_keys.append(k)
-            miss_slots[k].append((ri, si))
-        done = total - sum(len(v) for v in miss_slots.values())
+            if k not in slots:
+                slots[k], single[k] = [], replace(req, n=1, sampling=sampling)
+            slots[k].append((ri, si))
+        done = total - sum(len(v) for v in slots.values())
         tokens, t0 = 0, time.perf_counter()
         if progress is not None:
             progress(done, total, {"cache_hits": done, "tokens": 0, "tokens_per_s": 0.0})
 
-        def store(j: int, comp: Completion) -> None:
+        def deliver(k: str, comp: Completion) -> None:
             nonlocal done, tokens
             self.model_calls += 1
-            self.cache.put(miss_keys[j], self.model, comp)
-            for ri, si in miss_slots[miss_keys[j]]:
+            for ri, si in slots[k]:
                 out[ri][si] = comp
                 done += 1
             tokens += comp.completion_tokens
@@ -280,8 +299,22 @@ class CachedTeacher(TeacherBase):
                 rate = tokens / max(time.perf_counter() - t0, 1e-9)
                 progress(done, total, {"cache_hits": self.cache_hits, "tokens": tokens, "tokens_per_s": rate})
 
-        for j, _, comp in self.teacher.generate_stream(miss_reqs):
-            store(j, comp)
+        group = int(getattr(self.teacher, "batch_group", 0) or 0)
+        if group <= 1:  # outputs independent of their batch: each is stored the moment it exists
+            misses = list(slots)
+            for j, _, comp in self.teacher.generate_stream([single[k] for k in misses]):
+                self.cache.put(misses[j], self.model, comp)
+                deliver(misses[j], comp)
+        else:
+            order = list(dict.fromkeys(keys.values()))  # every distinct key, cached or not: its position
+            for g, lo in enumerate(range(0, len(order), group)):
+                misses = [k for k in order[lo : lo + group] if k in slots]
+                made: list[tuple[str, str, Completion]] = []
+                for j, _, comp in self.teacher.generate_stream([single[k] for k in misses]) if misses else ():
+                    made.append((misses[j], self.model, comp))
+                    deliver(misses[j], comp)
+                    failpoint(f"teacher:batch{g}")  # tests: a kill inside a group, before it is stored
+                self.cache.put_many(made)
         return [[c for c in o if c is not None] for o in out]
 
     def close(self) -> None:
