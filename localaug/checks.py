@@ -176,9 +176,9 @@ def _card_counter(card: ModelCard) -> Any:
 def check_writable(path: Path, what: str) -> None:
     """`path` (or, if it does not exist yet, the folder it will be made in) can be written by this process."""
     p = Path(path).expanduser().absolute()
-    while not p.exists() and p != p.parent:
+    while not os.path.exists(p) and p != p.parent:  # os.path: a folder we may not enter reads as absent
         p = p.parent
-    folder = p if p.is_dir() else p.parent
+    folder = p if os.path.isdir(p) else p.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
         why = "is on a read-only file system" if read_only else "is not writable (permission denied)"

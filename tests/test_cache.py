@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from localaug.cli import main
 from localaug.cli.cache import cache as cache_cli
 from localaug.protocols import Completion, GenerationRequest, ProgressFn, Sampling, Teacher, TeacherBase
 from localaug.teacher.cache import SCHEMA_VERSION, CachedTeacher, GenerationCache, default_cache_path, generation_key
@@ -244,26 +245,38 @@ def _filled_cache(path: Path) -> None:
     c.close()
 
 
-@pytest.mark.parametrize("damage", ["random bytes", "truncated", "newer schema"])
-def test_a_damaged_cache_is_set_aside_never_a_traceback(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "a damaged page", "newer schema"])
+def test_a_damaged_cache_is_reported_by_stats_and_set_aside_by_a_writer(tmp_path: Path, damage: str,
+                                                                        capfd: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.sqlite"
     _filled_cache(path)
     if damage == "random bytes":
         path.write_bytes(random.Random(0).randbytes(8192))
     elif damage == "truncated":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "a damaged page":  # SQLite's integrity check says so over two lines
+        data = bytearray(path.read_bytes())
+        data[4096 * 10: 4096 * 11] = random.Random(1).randbytes(4096)
+        path.write_bytes(bytes(data))
     else:
-        with sqlite3.connect(path) as db:
+        db = sqlite3.connect(path)
+        with db:
             db.execute("UPDATE schema_version SET version = 99")
+        db.close()  # the last connection: SQLite folds the log back and removes its side files
     before = path.read_bytes()
-    res = CliRunner().invoke(cache_cli, ["stats", "--path", str(path)], env={"COLUMNS": "60"})
-    assert res.exit_code == 0 and res.exception is None, res.output
-    assert "entries: 0" in res.output  # a fresh cache was started
+    # `cache stats` reads: it reports the damage in one line and changes nothing, not even a side file.
+    res = CliRunner().invoke(main, ["cache", "stats", "--path", str(path)], env={"COLUMNS": "60"})
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and "not usable" in res.stderr and "left as it is" in res.stderr
+    assert sorted(tmp_path.iterdir()) == [path] and path.read_bytes() == before
+    # A writer (a run, generate, cache clear) sets it aside in one warning line and goes on with a new one.
+    capfd.readouterr()
+    t = CachedTeacher(EchoTeacher(), GenerationCache(path))
+    warning = capfd.readouterr().err
+    assert warning.count("\n") == 1 and warning.startswith("localaug: warning: the teacher cache"), warning
     aside = sorted(tmp_path.glob("c.sqlite.damaged-*"))
     assert aside and aside[0].read_bytes() == before  # the damaged file is kept, untouched, for inspection
-    assert f"moved it to {aside[0]}" in res.output.replace("\n", " ")
-    # A run with that cache path goes on: the new cache works.
-    t = CachedTeacher(EchoTeacher(), GenerationCache(path))
+    assert f"moved it to {aside[0]}" in warning
     assert t.generate([GenerationRequest(sampling=S, prompt="a")])[0][0].text
 
 

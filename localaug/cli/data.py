@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..modelcards import DEFAULT_STUDENT
 from ..task.task import builtin_task_names, load_task
 
@@ -68,5 +68,5 @@ def check(task_name: str, data_dir: str | None, student: str) -> None:
         counts.append(f"{split}: {len(rows):,} rows")
     Console().print(table)
     for note in notes:
-        click.echo(f"localaug: warning: {note}", err=True)
+        warn(note)
     click.echo(f"ok: every row of task '{task.name}' is valid ({', '.join(counts)})")

@@ -52,7 +52,7 @@ class RichObserver:
         self._bar.stop()
 
     def note(self, message: str) -> None:
-        self.console.print(message, style="bold yellow")
+        self.console.print(message, style="bold yellow", soft_wrap=True)  # one line: the terminal may fold it
 
     def stage_start(self, iteration: int, stage: str, total: int) -> None:
         if self._task_id is not None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..checks import Factories, before_run
 from ..config import Settings, build_config, load_settings, resolve
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..layout import CONFIG, MANIFEST, PLOT
 from ..store import RunStore
 from ..task import load_task
@@ -67,7 +67,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, student_
     console = Console()
     checked = before_run(task, settings, factories, sources)  # every check, before the run directory exists
     for note in checked.notes:
-        click.echo(f"localaug: warning: {note}", err=True)
+        warn(note)
     if dry_run:
         _print_plan(console, checked.plan)
         return

@@ -17,16 +17,17 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from ..errors import UserError, warn
 from ..failpoints import failpoint
-from ..files import cache_dir
+from ..files import cache_dir, disk_fault
 from ..protocols import Completion, GenerationRequest, ProgressFn, Teacher, TeacherBase
 from .common import iter_jobs
 
@@ -54,6 +55,11 @@ _MIGRATIONS: dict[int, str] = {}
 def _split(script: str) -> list[str]:
     lines = [ln.split("--")[0] for ln in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _one_line(e: BaseException) -> str:
+    # SQLite's integrity check reports page-level damage over several lines; a warning is one line.
+    return " ".join(f"{type(e).__name__}: {e}".split())
 
 
 def default_cache_path() -> Path:
@@ -105,17 +111,35 @@ class _Unusable(Exception):
 class GenerationCache:
     """The SQLite file. One connection per (process, thread); safe to share the object across threads."""
 
-    def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = 60.0,
+                 read_only: bool = False) -> None:
+        """`read_only`: look, never write (`cache stats`): a damaged file is reported (UserError), left as it is."""
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
         self.busy_timeout_s = busy_timeout_s
+        self.read_only = read_only
         self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.set_aside: Path | None = None  # where a damaged cache file was moved, if one was
+        if read_only:
+            try:
+                self._check(self._conn())
+            except (sqlite3.DatabaseError, _Unusable) as e:
+                self.close()
+                raise UserError(f"the teacher cache is not usable ({_one_line(e)}); left as it is: the next "
+                                "command that writes the cache (run, generate, cache clear) moves it aside and "
+                                "starts a new one", file=self.path) from None
+            return
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._init_schema()
-        except (sqlite3.DatabaseError, _Unusable) as e:
+        except (sqlite3.DatabaseError, _Unusable, OSError) as e:
+            fault = disk_fault(e, self.path)
+            if fault is not None:  # a full disk or a read-only folder is not a damaged cache: keep the file
+                self.close()
+                raise fault from None
+            if isinstance(e, OSError):
+                raise
             # The cache is derived data: a damaged one must never stop a run. Keep it for inspection.
-            self._set_aside(f"{type(e).__name__}: {e}")
+            self._set_aside(_one_line(e))
             self._init_schema()
 
     def _set_aside(self, why: str) -> None:
@@ -128,23 +152,38 @@ class GenerationCache:
             except FileNotFoundError:  # no such side file, or another process moved it first
                 pass
         self.set_aside = moved
-        sys.stderr.write(f"localaug: the teacher cache {self.path} is not usable ({why}); "
-                         f"moved it to {moved} and started a new one\n")
+        warn(f"the teacher cache {self.path} is not usable ({why}); moved it to {moved} and started a new one")
 
     def _conn(self) -> sqlite3.Connection:
         c: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if c is None or getattr(self._local, "pid", None) != os.getpid():  # never reuse across fork
-            c = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            if self.read_only:
+                # mode=ro: SQLite itself refuses to change the file. With no write-ahead log beside it (no writer
+                # at work), immutable=1 also keeps SQLite from creating the -wal and -shm side files.
+                live = Path(f"{self.path}-wal").exists()
+                uri = f"file:{quote(str(self.path.absolute()))}?mode=ro" + ("" if live else "&immutable=1")
+                c = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s, isolation_level=None)
+            else:
+                c = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
             c.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             c.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process kills
             self._local.conn, self._local.pid = c, os.getpid()
         return c
 
-    def _init_schema(self) -> None:
-        c = self._conn()
+    @staticmethod
+    def _check(c: sqlite3.Connection) -> None:
+        """Raise on a file that is no database, fails its integrity check, or was written by a newer localaug."""
         ok = c.execute("PRAGMA quick_check(1)").fetchone()  # bytes that are no database fail right here
         if ok is None or ok[0] != "ok":
             raise _Unusable(f"integrity check says {ok[0] if ok else 'nothing'}")
+        has_version = c.execute("SELECT name FROM sqlite_master WHERE name = 'schema_version'").fetchone()
+        row = c.execute("SELECT version FROM schema_version").fetchone() if has_version else None
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise _Unusable(f"written by a newer localaug (cache schema {row[0]}, this one reads {SCHEMA_VERSION})")
+
+    def _init_schema(self) -> None:
+        c = self._conn()
+        self._check(c)
         for attempt in range(50):  # switching to WAL needs a moment without other writers
             try:
                 c.execute("PRAGMA journal_mode = WAL")
@@ -160,9 +199,6 @@ class GenerationCache:
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             else:
                 version = int(row[0])
-                if version > SCHEMA_VERSION:
-                    raise _Unusable(f"written by a newer localaug (cache schema {version}, this one reads "
-                                    f"{SCHEMA_VERSION})")
                 while version < SCHEMA_VERSION:
                     for stmt in _split(_MIGRATIONS[version]):
                         c.execute(stmt)
@@ -196,11 +232,7 @@ class GenerationCache:
     def put(self, key: str, model: str, comp: Completion) -> None:
         if comp.finish_reason == "error":  # never make a failure permanent
             return
-        self._conn().execute(
-            "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, model, comp.text, comp.finish_reason, int(comp.prompt_tokens),
-             int(comp.completion_tokens), float(comp.seconds), time.time()),
-        )
+        self.put_many([(key, model, comp)])
 
     def put_many(self, entries: Sequence[tuple[str, str, Completion]]) -> None:
         """Store (key, model, completion) entries in one transaction: all of them, or none if killed."""
@@ -209,13 +241,17 @@ class GenerationCache:
         if not rows:
             return
         c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
         try:
-            c.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:  # a full disk: one line, the entries stored so far kept
+            raise disk_fault(e, self.path, sum(len(r[2].encode()) for r in rows)) or e from None
 
     def stats(self) -> CacheStats:
         c = self._conn()

@@ -26,7 +26,6 @@ from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
 from .batch import MIN_P, TOP_K, TYPICAL_P, BatchDecoder, Job
 from .common import choice_grammar, iter_jobs, run_stream
 
-
 # Samples decoded as one fixed group, stored together by CachedTeacher (batched logits depend on which
 # sequences share a decode call): a few of the decoder's batches, so that continuous batching keeps the slots
 # busy inside a group, while a killed run loses at most one group.
