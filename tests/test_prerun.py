@@ -101,6 +101,27 @@ def test_a_teacher_setting_the_card_does_not_take(tmp_path: Path) -> None:
                             "field 'teacher_settings.n_ctxx'", "unknown key")
 
 
+def test_a_server_that_answers_but_is_not_an_openai_server(tmp_path: Path) -> None:
+    # Python's file server on loopback: GET /v1/models is a 404, POST is a 501.
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:  # its log would land in the command's captured stderr
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+            _refused_before_writing(tmp_path, ["--student", "fake", "--teacher-url", url, "--teacher-model", "x"],
+                                    url, "HTTP 501")
+        finally:
+            server.shutdown()
+
+
 # ---------------------------------------------------------------------- templates
 
 
