@@ -183,6 +183,8 @@ class Manifest(Record):
     finished: bool = False
     stopped_early: str | None = None
     teacher_servers: list[TeacherServer] = []  # a teacher behind servers (teacher/pool.py)
+    # The stage begun and not yet marked done: where a run that is no longer alive stopped (None between stages).
+    in_progress: str | None = None
 
     @field_validator("stages", mode="before")
     @classmethod

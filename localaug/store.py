@@ -93,6 +93,22 @@ class RunStore:
         store._manifest = _read_manifest(path)
         return store
 
+    def is_running(self) -> bool:
+        """Whether a live localaug holds this run's lock (a killed run's lock is free: the kernel dropped it)."""
+        path = self.root / LOCK
+        if self._lock_fd is not None:
+            return True
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a probe on its own open file: it never blocks
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's lock at once
+        return False
+
     def _lock(self) -> None:
         """An flock on .lock: the kernel drops it when the holder dies, so a stale lock of a killed run
         is taken over without any guesswork about pids."""
@@ -126,9 +142,15 @@ class RunStore:
         """The summary a finished stage recorded (KeyError: not finished)."""
         return self.manifest.stages[key]
 
+    def mark_started(self, key: str) -> None:
+        """A stage begins: a run that dies before `mark_done` stopped here (`localaug runs` says so)."""
+        self._manifest = self.manifest.model_copy(update={"in_progress": key})
+        self._save()
+
     def mark_done(self, key: str, summary: StageSummary) -> None:
         """Mark a stage done, after its artefacts are written: the resume point moves past it."""
         self.manifest.stages[key] = summary.model_copy(update={"finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self._manifest = self.manifest.model_copy(update={"in_progress": None})
         self._save()
 
     def record_iteration(self, row: IterationRow) -> IterationRow:
