@@ -1,4 +1,5 @@
-"""Rich live progress for `localaug run`: iteration k/N, stage, items, accepted/rejected, tokens/s, ETA."""
+"""Rich live progress for `localaug run`: iteration (from 0, as everywhere), stage, items, accepted/rejected,
+tokens/s, ETA."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..layout import FINAL
 from ..records import AugmentSummary, DedupSummary, EvalSummary, IterationRow, LabelSummary, StageSummary, VerifySummary
-from ..report import iteration_table
+from ..report.summary import iteration_table
 
 STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
                "eval_test": "evaluating on test set", "augment": "teacher writing examples",
@@ -27,9 +28,10 @@ def _words(stage: str) -> str:
 
 
 def _where(iteration: int, total: int) -> str:
+    """Which student, numbered as the table, the files (iter_00) and the reports number them: from 0."""
     if iteration < 0:
         return "final model" if iteration == FINAL.iteration else "preflight"
-    return f"iter {iteration + 1}/{total}"
+    return f"iter {iteration} of 0-{total - 1}"
 
 
 class RichObserver:
@@ -71,7 +73,9 @@ class RichObserver:
         self._bar.update(self._task_id, completed=done, total=max(total, 1), info="  ".join(parts))
 
     def stage_end(self, iteration: int, stage: str, summary: StageSummary) -> None:
-        self.console.log(f"{_where(iteration, self.iterations)} {_words(stage)}: " + ", ".join(_said(summary)))
+        # print, not log: a log line ends in the source location of this call, of no use to a user
+        self.console.print(f"{_where(iteration, self.iterations)} {_words(stage)}: " + ", ".join(_said(summary)),
+                           markup=False)
 
     def iteration_end(self, iteration: int, row: IterationRow) -> None:
         self.rows.append(row)

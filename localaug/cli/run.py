@@ -1,4 +1,4 @@
-"""`localaug run`, `localaug report`, `localaug runs`: the main job and its record."""
+"""`localaug run`: the main job (its record: cli/runs.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from ..checks import Factories, before_run
 from ..config import Settings, build_config, load_settings, resolve
 from ..errors import UserError, warn
-from ..layout import CONFIG, MANIFEST, PLOT
+from ..layout import CONFIG, PLOT, REPORT_HTML
 from ..store import RunStore
 from ..task import load_task
 from ..teacher.record import servers_at_end, servers_at_start
@@ -73,7 +72,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, student_
         return
     from ..backends import make_student, make_teacher, teacher_cache_path
     from ..loop import Loop
-    from ..report import verdict, write_report
+    from ..report import closing_line, verdict, write_report
     from .prepare import student_needs_preparing
     from .progress import RichObserver
 
@@ -103,7 +102,8 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, student_
         console.print(verdict(result.iterations, result.final))
         if result.stopped_early:
             console.print(f"Stopped early: {result.stopped_early}.")
-        console.print(f"Report: {path}  Plot: {out / PLOT}")
+        console.print(f"Report: {path}  Plot: {out / PLOT}", soft_wrap=True)
+        console.print(closing_line(store.manifest, out / REPORT_HTML), soft_wrap=True)
     finally:
         store.unlock()
 
@@ -153,37 +153,3 @@ def _print_plan(console: Console, plan: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in plan)
     for k, v in plan:  # one line each, never wrapped: readable and greppable at any terminal width
         console.print(f"  {k:<{width}}  {v}", soft_wrap=True, highlight=False)
-
-
-@click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-def report(run_dir: str) -> None:
-    """Rebuild RUN_DIR/report.md and accuracy.png from the run's manifest."""
-    from ..report import iteration_table, verdict, write_report
-
-    store = RunStore.open_existing(Path(run_dir))
-    path = write_report(store)
-    rows = store.manifest.rows()
-    console = Console()
-    console.print(iteration_table(rows))
-    console.print(verdict(rows, store.manifest.final))
-    console.print(f"Report: {path}")
-
-
-@click.command()
-@click.option("--dir", "runs_dir", type=click.Path(file_okay=False), default=str(RUNS_DIR), show_default=True)
-def runs(runs_dir: str) -> None:
-    """List the runs under a folder."""
-    table = Table(title=f"runs in {runs_dir}")
-    for col in ("run", "task", "created", "iterations", "test acc (first -> last)", "state"):
-        table.add_column(col)
-    root = Path(runs_dir)
-    for d in sorted(p for p in root.glob("*") if (p / MANIFEST).exists()) if root.exists() else []:
-        m = RunStore.open_existing(d).manifest
-        its = m.rows()
-        last = m.final or (its[-1] if its else None)
-        acc = f"{its[0].test_accuracy:.1%} -> {last.test_accuracy:.1%}" if its and last else "-"
-        task_name = load_settings(d / CONFIG).task if (d / CONFIG).exists() else "?"
-        state = "finished" if m.finished else "unfinished (resume with --resume)"
-        table.add_row(d.name, task_name, m.created, str(len(its)), acc, state)
-    Console().print(table)
