@@ -29,6 +29,21 @@ def _one_gguf_parse() -> Iterator[None]:
         gguf.GGUFReader = original
 
 
+@contextlib.contextmanager
+def _no_conversion_bar() -> Iterator[None]:
+    """transformers draws its own tqdm bar while it dequantises a GGUF ("Converting and de-quantizing GGUF
+    tensors..."), outside its progress-bar switch (it imports tqdm itself): inside this block that bar is off,
+    so `localaug prepare` and a first run print only their own lines."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def needs_conversion(gguf: Path, name: str = "model") -> bool:
     """Whether the first use of this GGUF student still has to make its safetensors copy."""
     return not (_converted_path(gguf, name) / "config.json").is_file()
@@ -47,7 +62,7 @@ def converted_gguf_dir(gguf: Path, name: str = "model") -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # atomic_dir(replace=False): another process may finish first, and then theirs is kept.
-    with atomic_dir(final, replace=False) as tmp, _one_gguf_parse():
+    with atomic_dir(final, replace=False) as tmp, _one_gguf_parse(), _no_conversion_bar():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # transformers marks a GGUF-loaded model as quantised and refuses to save it; the weights are already
