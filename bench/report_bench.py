@@ -3,6 +3,7 @@ size, how long localaug takes to write it, and how long headless Chromium takes 
 
     .venv/bin/python bench/report_bench.py                 # 10,000 teacher examples, 5 loads
     .venv/bin/python bench/report_bench.py --examples 300 --loads 1     # a smoke test
+    .venv/bin/python bench/report_bench.py --screenshot RUN_DIR docs/img      # the README's two pictures
 
 Chromium is Debian's (/usr/bin/chromium, or $LOCALAUG_CHROMIUM), driven by playwright with every network
 request refused. Load = navigation start to the page's own "ready" mark (its script has drawn the first
@@ -35,8 +36,14 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=10_000)
     ap.add_argument("--loads", type=int, default=5)
     ap.add_argument("--chromium", default=os.environ.get("LOCALAUG_CHROMIUM", "/usr/bin/chromium"))
+    ap.add_argument("--screenshot", nargs=2, metavar=("RUN_DIR", "OUT_DIR"),
+                    help="only write OUT_DIR/report.png and report-examples.png of RUN_DIR's report.html")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
+
+    if args.screenshot:
+        screenshots(Path(args.screenshot[0]), Path(args.screenshot[1]), args.chromium)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         run = write_run(Path(tmp) / "run", args.examples)
@@ -73,6 +80,25 @@ def main() -> None:
     print(f"search filter redraw: median {statistics.median(filters) * 1000:.0f} ms")
     print(f"requests beyond the file: {len(requests)}   console errors: {len(errors)}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (1 min) during the run")
+
+
+def screenshots(run: Path, out: Path, chromium: str) -> None:
+    """The top of the page (result, accuracy, plot) and the first examples of its explorer, 1100 px wide."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1500})
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+        page.goto((run / layout.REPORT_HTML).resolve().as_uri())
+        page.wait_for_selector("html[data-ready]")
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / "report.png"))
+        box = page.query_selector("#examples").bounding_box()
+        page.screenshot(path=str(out / "report-examples.png"), full_page=True,
+                        clip={"x": 0, "y": box["y"], "width": 1100, "height": min(box["height"], 1500)})
+        browser.close()
+    print(f"wrote {out / 'report.png'} and {out / 'report-examples.png'}")
 
 
 def _lines(path: Path) -> int:

@@ -80,3 +80,23 @@ def test_runs_lists_state_accuracy_and_teacher_examples(tmp_path: Path, syntheti
     cells = [c.strip() for c in lines["finished"].split("│")]
     assert "finished" in cells and f"{rows[0].test_accuracy:.1%}" in cells and f"{rows[-1].test_accuracy:.1%}" in cells
     assert str(added) in cells and added > 0
+
+
+def test_maths_shows_the_students_number_beside_the_gold_one(tmp_path: Path) -> None:
+    from localaug.report.gather import gather, shown_for
+
+    task = load_task("gsm8k")
+    store = RunStore.open_for_run(tmp_path / "run", resolve(RunConfig(task="gsm8k", seed_size=2, iterations=1),
+                                                            task.defaults))
+    q = {"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"}
+    t = {"question": "A box holds 6 eggs. How many in 2 boxes?", "answer": "6 * 2 = <<6*2=12>>12\n#### 12"}
+    store.write_jsonl("seed.jsonl", [{"id": "train-1", **q}])
+    store.write_jsonl("test.jsonl", [{"id": "test-1", **t}])
+    store.mark_started("iter_00/eval_seed")
+    store.write_jsonl("iter_00/eval_seed.jsonl", [{"id": "train-1", "prediction": "8", "gold": "7", "correct": False}])
+    store.write_jsonl("iter_00/eval_test.jsonl", [{"id": "test-1", "prediction": "10", "gold": "12", "correct": False}])
+    store.unlock()
+    data = gather(store, shown_for(store))
+    target = data["rounds"][0]["targets"][0]
+    assert (target["pred"], target["answer"], target["detail"]) == ("8", "7", q["answer"])
+    assert data["rounds"][0]["test"]["wrong"] == [{"id": "test-1", "text": t["question"], "pred": "10", "gold": "12"}]

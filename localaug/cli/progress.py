@@ -31,7 +31,7 @@ def _where(iteration: int, total: int) -> str:
     """Which student, numbered as the table, the files (iter_00) and the reports number them: from 0."""
     if iteration < 0:
         return "final model" if iteration == FINAL.iteration else "preflight"
-    return f"iter {iteration} of 0-{total - 1}"
+    return f"iter {iteration} of 0-{total - 1}" if total > 1 else f"iter {iteration}"
 
 
 class RichObserver:

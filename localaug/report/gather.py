@@ -15,6 +15,7 @@ from ..store import RunStore
 from ..task import Example, Task, load_task
 
 NO_ANSWER = "(no answer)"
+TEST_TEXT_CHARS = 400  # of a test row the student got wrong, in the page
 
 
 def reason_kind(reason: str) -> str:
@@ -216,7 +217,10 @@ def _test_view(shown: Shown, lookup: Lookup, rows: list[dict[str, Any]]) -> dict
     for r in rows:
         if not r.get("correct"):
             found = lookup.roles.get(str(r.get("id")))
-            wrong.append({"id": str(r.get("id")), "text": shown.text(found[1].data) if found else "",
+            text = shown.text(found[1].data) if found else ""
+            if len(text) > TEST_TEXT_CHARS:  # a long test set (CaseHOLD's 3,600 rows) would swell the page
+                text = text[:TEST_TEXT_CHARS] + "…"
+            wrong.append({"id": str(r.get("id")), "text": text,
                           "pred": shown.said(r.get("prediction")), "gold": str(r.get("gold", ""))})
     view["wrong"] = wrong
     return view

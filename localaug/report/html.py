@@ -54,8 +54,8 @@ def render_page(name: str, m: Manifest, status: str, config: str, data: dict[str
     rows = m.rows()
     parts = [
         f"<h1>localaug run <span class=mono>{escape(name)}</span></h1>",
-        f'<p class=meta>{escape(status)} · created {escape(m.created)} · '
-        + " · ".join(f"{escape(role)}: <span class=mono>{escape(who)}</span>" for role, who in sorted(m.models.items()))
+        "<p class=meta>" + " · ".join([escape(status), f"created {escape(m.created)}"] + [
+            f"{escape(role)}: <span class=mono>{escape(who)}</span>" for role, who in sorted(m.models.items())])
         + "</p>",
         '<nav><a href="#result">Result</a> <a href="#accuracy">Accuracy</a> <a href="#preflight">Preflight</a> '
         + " ".join(f'<a href="#iter-{r["iteration"]}">Iteration {r["iteration"]}</a>' for r in data["rounds"])

@@ -99,7 +99,7 @@
     var box = el("article", "target");
     box.dataset.round = String(m.g.round);
     box.appendChild(el("header", null, "iteration " + m.g.round + " · seed example " + t.seed +
-      (t.ok ? " · the student got it right (targeted for its low margin)" : "")));
+      (t.ok ? " · the student got it right; the recipe targeted it (a low margin, or a random draw)" : "")));
     box.appendChild(el("div", "text", t.text));
     var ans = el("div", "answers");
     ans.appendChild(document.createTextNode("student: "));
