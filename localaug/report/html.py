@@ -15,10 +15,13 @@ from ..layout import round_folder
 from ..records import AugmentSummary, Manifest
 from .summary import (
     COLUMNS,
+    SERVER_COLUMNS,
     TEACHER_COLUMNS,
     cell,
+    loose_server_note,
     plain_and_final,
     preflight_sentences,
+    server_rows,
     teacher_added,
     teacher_rows,
     verdict,
@@ -106,6 +109,10 @@ def _preflight(m: Manifest) -> str:
     teacher = teacher_rows(m)
     if teacher:
         body += "<h3>The teacher per round</h3>" + _table(TEACHER_COLUMNS, teacher, "num")
+    if m.teacher_servers:
+        body += "<h3>Teacher servers</h3>" + _table(SERVER_COLUMNS, server_rows(m.teacher_servers))
+        if note := loose_server_note(m.teacher_servers):
+            body += f"<p class=note>{escape(note)}</p>"
     return f"<section id=preflight><h2>Teacher preflight</h2>{body}</section>"
 
 
