@@ -116,12 +116,13 @@ def test_teacher_text_is_shown_as_text_and_search_finds_it(browser: Any, synthet
     seen = _open(browser, synthetic_run / "report.html")
     page = seen.page
     page.fill("#q", "window.__pwned")
-    page.wait_for_selector("#list li.ex")
+    page.wait_for_selector('#match-count[data-query="window.__pwned"]')  # the search applied (after its pause)
     assert _shown(page)[1] == 2  # the two texts that hold it, each once
     listed = page.inner_text("#list")
     assert HOSTILE[0] in listed and 'onerror="window.__pwned = 2"' in listed
     assert page.evaluate("window.__pwned") is None  # neither ran
     page.fill("#q", "")
+    page.wait_for_selector('#match-count[data-query=""]')
     page.select_option("#f-fate", "refused:contaminated")
     assert "near test row test-" in page.inner_text("#list li[data-fate='refused:contaminated']")
     assert seen.requests == [] and seen.errors == []

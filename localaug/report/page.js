@@ -79,6 +79,7 @@
       nEx + " teacher example" + (nEx === 1 ? "" : "s") + " match.";
     countEl.dataset.seeds = String(matched.length);
     countEl.dataset.examples = String(nEx);
+    countEl.dataset.query = q.value.trim(); // what the count is of (tests wait on it)
     list.textContent = "";
     drawn = 0;
     drawMore();
