@@ -56,14 +56,12 @@ class Shown:
 
     def detail(self, data: dict[str, Any]) -> str | None:
         """What the text leaves out: a maths example's worked solution."""
-        answer = data.get("answer")
-        return answer if self.task is not None and self.task.kind.name == "math" and isinstance(answer, str) else None
+        return self.task.kind.worked_answer(data) if self.task is not None else None
 
     @property
     def labels(self) -> list[str]:
         """The label words in the card's order (empty unless the answer is one of a fixed set of labels)."""
-        return list(self.task.labels.values()) if self.task is not None and self.task.kind.name == "classification" \
-            else []
+        return list(self.task.labels.values()) if self.task is not None and self.task.kind.has_classes else []
 
 
 def shown_for(store: RunStore) -> Shown:
