@@ -9,9 +9,10 @@ import click
 from rich.console import Console
 
 from ..checks import Factories, before_run
-from ..config import Settings, build_config, load_settings, resolve
+from ..config import RECIPES, Settings, build_config, load_settings, resolve
 from ..errors import UserError, warn
 from ..layout import CONFIG, PLOT, REPORT_HTML
+from ..modelcards import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..store import RunStore
 from ..task import load_task
 from ..teacher.record import servers_at_end, servers_at_start
@@ -30,8 +31,8 @@ def _default_out(cfg: Settings) -> Path:
 @click.option("--iterations", type=int, help="Students to train (iteration 0 = plain fine-tuning).")
 @click.option("--seed-size", type=int, help="Seed examples drawn from the train split.")
 @click.option("--seed-fraction", type=float, help="Or: the fraction of the train split.")
-@click.option("--student", help="Student model card (name or path) or installed plug-in [gemma3-270m].")
-@click.option("--teacher", help="Teacher model card (name or path) or installed plug-in [qwen2.5-coder-1.5b].")
+@click.option("--student", help=f"Student model card (name or path) or installed plug-in [{DEFAULT_STUDENT}].")
+@click.option("--teacher", help=f"Teacher model card (name or path) or installed plug-in [{DEFAULT_TEACHER}].")
 @click.option("--student-factory", metavar="MODULE:FACTORY",
               help="Run this Python factory as the student (code: never taken from a config or run directory).")
 @click.option("--teacher-factory", metavar="MODULE:FACTORY",
@@ -40,12 +41,13 @@ def _default_out(cfg: Settings) -> Path:
               help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1; repeat it for a pool of one model.")
 @click.option("--teacher-model", help="Model name on the server(s) [the one they serve].")
 @click.option("--teacher-identity", help="The served teacher's cache identity [the model the servers report].")
-@click.option("--recipe", type=click.Choice(["localaug", "paper"]),
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
               help="localaug: out-of-fold error finding + list prompt + teacher verification; paper: as published.")
 @click.option("--shots", type=int, help="Seed examples in the teacher's list prompt (0: the paper's prompt).")
 @click.option("--verify", type=click.Choice(["none", "teacher"]), help="Check each new example's label.")
 @click.option("--holdout", type=float, help="Fraction of seeds held out to choose the final model [0: none].")
-@click.option("--per-wrong", type=int, help="New examples per wrong seed example [localaug 3, paper 1].")
+@click.option("--per-wrong", type=int, help=f"New examples per wrong seed example [localaug "
+              f"{RECIPES['localaug']['per_wrong']}, paper: the task card's].")
 @click.option("--epochs", type=int, help="Student training epochs (overrides the model card).")
 @click.option("--test-size", type=int, help="Evaluate on the first N test rows only.")
 @click.option("--eval-mode", type=click.Choice(["score", "generate"]), help="How the student is judged.")
