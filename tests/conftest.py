@@ -65,3 +65,15 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = write_run(tmp_path_factory.mktemp("synthetic") / "run", teacher_examples=60)
     write_report(RunStore.open_existing(run))
     return run
+
+
+@pytest.fixture(scope="session")
+def gemma_teacher():  # noqa: ANN201
+    """The default card's small model as an in-process llama.cpp teacher, loaded once for the whole session
+    (its tests ask for short generations; the model stays ~0.5 GB in memory). One thread: llama.cpp's threads
+    spin, and two of them beside any other busy process ran the llama.cpp tests 5-7x slower than one (2 cores)."""
+    from localaug.teacher import build_teacher
+
+    teacher = build_teacher("gemma3-270m", batch_sequences=8, n_threads=1)
+    yield teacher
+    teacher.close()
