@@ -8,16 +8,23 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .. import layout
 from ..layout import FINAL
 from ..records import AugmentSummary, DedupSummary, EvalSummary, IterationRow, LabelSummary, StageSummary, VerifySummary
 from ..report.summary import iteration_table
 
-STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
-               "eval_test": "evaluating on test set", "augment": "teacher writing examples",
-               "dedup": "dedup + contamination guard", "eval_holdout": "evaluating on held-out seeds",
-               "verify": "teacher checking labels", "teacher": "teacher labelling seed examples",
-               "eval_fold": "out-of-fold student judging its seed examples",
-               "eval_candidates": "out-of-fold student judging teacher examples"}
+STAGE_WORDS = {
+    layout.TRAIN: "training student",
+    layout.eval_stage("seed"): "evaluating on seed set",
+    layout.eval_stage("test"): "evaluating on test set",
+    layout.eval_stage("holdout"): "evaluating on held-out seeds",
+    layout.eval_stage("fold"): "out-of-fold student judging its seed examples",
+    layout.eval_stage("candidates"): "out-of-fold student judging teacher examples",
+    layout.AUGMENT: "teacher writing examples",
+    layout.VERIFY: "teacher checking labels",
+    layout.DEDUP: "dedup + contamination guard",
+    layout.LABEL: "teacher labelling seed examples",
+}
 
 
 def _words(stage: str) -> str:
