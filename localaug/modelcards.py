@@ -91,6 +91,12 @@ class StudentSection(Strict):
     train: Training = Field(default_factory=Training)
     eval_batch_size: int = Field(16, ge=1)
     max_new_tokens: int | None = Field(None, ge=1, description="caps generated answers when set")
+    # Past one process (README "Scaling out"): each training stage runs as torchrun workers.
+    processes: int = Field(1, ge=1, description="training processes per stage (1: in the driver; N: N torchrun "
+                                                "workers, one per GPU on CUDA)")
+    launcher: str | None = Field(None, min_length=1, description="replaces `torchrun --standalone --nproc_per_node "
+                                                                 "N` (multi-node: a torchrun rendezvous, srun ...)")
+    fsdp: bool = Field(False, description="FSDP + QLoRA over the workers' GPUs, for a student too big for one GPU")
 
 
 class ModelCard(Strict):

@@ -46,6 +46,7 @@ class TrainSummary(StageSummary):
     train_tokens: int
     final_loss: float | None = None
     peak_rss_mb: float | None = None
+    processes: int = 1  # training processes (torchrun workers: student/distributed.py)
 
 
 class EvalSummary(StageSummary):

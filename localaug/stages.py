@@ -113,7 +113,8 @@ class Stages:
             stats = self.student.train([self.task.train_item(e) for e in data], self.store.path(folder.adapter),
                                        seed=self.settings.training_seed, progress=self.obs.progress)
             return TrainSummary(train_size=len(data), steps=stats.steps, train_tokens=stats.train_tokens,
-                                final_loss=stats.final_loss, peak_rss_mb=stats.peak_rss_mb)
+                                final_loss=stats.final_loss, peak_rss_mb=stats.peak_rss_mb,
+                                processes=stats.processes)
 
         return self.run(folder, layout.TRAIN, len(data), work)
 

@@ -49,6 +49,8 @@ def _default_out(cfg: Settings) -> Path:
 @click.option("--per-wrong", type=int, help=f"New examples per wrong seed example [localaug "
               f"{RECIPES['localaug']['per_wrong']}, paper: the task card's].")
 @click.option("--epochs", type=int, help="Student training epochs (overrides the model card).")
+@click.option("--student-processes", type=click.IntRange(min=1),
+              help="Train each student on N torchrun processes (one per GPU on CUDA) [the card's, 1].")
 @click.option("--test-size", type=int, help="Evaluate on the first N test rows only.")
 @click.option("--eval-mode", type=click.Choice(["score", "generate"]), help="How the student is judged.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Root of task data.")
@@ -128,13 +130,14 @@ def _settings(config_file: str | None, resume_dir: str | None, options: dict[str
                                 f"'{getattr(settings, role)}'", file=saved, field=role)
         return settings, {"student": saved, "teacher": saved}
     options.update({role: f for role, f in (("student", factories.student), ("teacher", factories.teacher)) if f})
-    epochs = options.pop("epochs")
+    card_keys = {"epochs": options.pop("epochs"), "processes": options.pop("student_processes")}
     urls = list(options.pop("teacher_urls") or ())  # type: ignore[call-overload]
     cfg = build_config(config_file, **options)
     if urls:  # the command line's servers replace the config file's
         cfg.teacher_url, cfg.teacher_urls = None, urls
-    if epochs is not None:
-        cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
+    given = {k: v for k, v in card_keys.items() if v is not None}
+    if given:  # the student card's settings given on the command line
+        cfg.student_settings = {**(cfg.student_settings or {}), **given}
     task = load_task(cfg.task or "demo", cfg.data_dir)
     settings = resolve(cfg, task.defaults, config_file)
     settings.out = settings.out or str(_default_out(settings))  # recorded in config.yaml, not in the fingerprint
