@@ -83,13 +83,17 @@ def test_two_processes_equal_one_with_accumulation(tiny_dir: Path, tmp_path: Pat
     LoRA dropout is 0: with dropout each rank would draw other masks than one process does.
 
     FSDP too, on CPU: a user's plan is refused there (it needs CUDA), but its mechanics run with gloo, so the
-    sharded training and the LoRA weights gathered for rank 0 to write are checked the same way."""
+    sharded training and the LoRA weights gathered for rank 0 to write are checked the same way. It is launched
+    through a user's `launcher` line: a c10d rendezvous, as on several machines, here on one."""
     items = _items(16)
     common = {"hf_path": str(tiny_dir), "device": "cpu", "precision": "fp32", "epochs": 2, "batch_size": 4,
               "lr": 1e-2, "r": 4, "dropout": 0.0}
     two = load_student(**common, grad_accum=1, processes=2).train(items, tmp_path / "two" / "adapter", seed=3)
     ddp_student = load_student(**common, grad_accum=1, processes=2)
-    fsdp_student = HFStudent(ddp_student.model_dir, dataclasses.replace(ddp_student.plan, fsdp=True), "tiny")
+    launcher = (f"{sys.executable} -m torch.distributed.run --nnodes 1 --nproc_per_node 2 --rdzv-backend c10d "
+                "--rdzv-endpoint 127.0.0.1:0 --rdzv-id fsdp-test")
+    fsdp_plan = dataclasses.replace(ddp_student.plan, fsdp=True, launcher=launcher)
+    fsdp_student = HFStudent(ddp_student.model_dir, fsdp_plan, "tiny")
     fsdp = fsdp_student.train(items, tmp_path / "fsdp" / "adapter", seed=3)
     one_student = load_student(**common, grad_accum=2)
     one = one_student.train(items, tmp_path / "one" / "adapter", seed=3)

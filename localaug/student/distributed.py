@@ -174,6 +174,7 @@ class _ProgressWatch:
                                     "processes": len(rows)}
             if first.get("loss") is not None:
                 info["loss"] = first["loss"]
+            info["worker_time"] = first.get("time")  # when rank 0 ended the step (this relay lags by a poll)
             self.progress(min(r["step"] for r in rows), first["total"], info)
 
 

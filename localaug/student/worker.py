@@ -42,7 +42,7 @@ class _ProgressFile:
 
     def step(self, done: int, total: int, info: dict[str, Any]) -> None:
         self.write({"step": done, "total": total, "loss": info.get("loss"),
-                    "tokens_per_s": info.get("tokens_per_s", 0.0)})
+                    "tokens_per_s": info.get("tokens_per_s", 0.0), "time": time.time()})
 
 
 def _train(job: dict[str, Any], rank: int, local_rank: int, report: _ProgressFile) -> Any:
