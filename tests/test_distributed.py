@@ -177,6 +177,14 @@ def test_fsdp_settings_and_cpu_refusal(tiny_dir: Path) -> None:
         "torchrun", "--nnodes", "2", "--rdzv-endpoint", "head:29500", "-m", "localaug.student.worker", "j.json"]
 
 
+def test_a_launcher_that_is_not_there_is_one_line(tiny_dir: Path, tmp_path: Path) -> None:
+    st = load_student(hf_path=str(tiny_dir), device="cpu", launcher="no-such-launcher --nnodes 2")
+    with pytest.raises(UserError) as e:
+        st.train(_items(4), tmp_path / "adapter", seed=0)
+    assert e.value.field == "student.launcher" and "'no-such-launcher'" in str(e.value)
+    assert not (tmp_path / "adapter").exists()
+
+
 # --------------------------------------------------------------------------- `localaug run`, end to end
 
 

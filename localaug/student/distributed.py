@@ -113,9 +113,14 @@ def train_in_workers(model_dir: Path, plan: StudentPlan, items: Sequence[TrainIt
     if sys.platform.startswith("linux"):
         _libc()
     t0 = time.perf_counter()
+    cmd = launch_command(plan, job)
     with open(folder / "launcher.log", "wb") as log:
-        proc = subprocess.Popen(launch_command(plan, job), stdout=log, stderr=subprocess.STDOUT,
-                                env=_worker_env(plan), preexec_fn=_launcher_died_with_driver)
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_worker_env(plan),
+                                    preexec_fn=_launcher_died_with_driver)
+        except OSError as e:  # a launcher line whose program is not there
+            raise UserError(f"cannot start the training launcher '{cmd[0]}' ({e.strerror})",
+                            field="student.launcher") from None
         (folder / "launcher.pid").write_text(str(proc.pid))
         try:
             while True:
