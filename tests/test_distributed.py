@@ -2,7 +2,8 @@
 random Llama (bench/gpu_model.py's `tiny` shape) through the same HFStudent a run uses.
 
 A launch costs two Python processes importing torch + transformers (seconds each), so the tests share launches:
-one in the equivalence test, six in the `localaug run` sequence (reference, failing worker, killed driver, resume).
+two in the equivalence test, seven in the `localaug run` sequence (reference, two failing workers, killed driver,
+resume).
 """
 
 from __future__ import annotations
@@ -239,6 +240,11 @@ def test_run_on_two_processes_fails_cleanly_and_resumes(tiny_dir: Path, tmp_path
     assert len(lines) == 1 and "rank 1" in lines[0] and str(log) in lines[0], failed.stderr
     assert "RuntimeError: failpoint worker:rank1" in log.read_text()
     assert "iter_00/train" not in json.loads((tmp_path / "k" / "manifest.json").read_text())["stages"]
+    # ... and one killed without a word (as by the OOM killer): torchrun's summary names it.
+    killed_worker = _run(tmp_path, "k", card, "worker:rank1:kill")
+    assert killed_worker.returncode == 2, killed_worker.stderr[-3000:]
+    lines = killed_worker.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rank 1 died (killed by signal 9)" in lines[0] and str(log) in lines[0], lines
 
     # The driver killed (-9) while its workers train iteration 1: no worker outlives it.
     killed = _run(tmp_path, "k", card, "workers:iter_01")

@@ -184,7 +184,18 @@ class _ProgressWatch:
 
 
 def _failure(folder: Path, rc: int) -> UserError:
-    """One line: which rank failed first, why, and where its log is."""
+    """One line: which rank failed first, why, and where its log is.
+
+    A rank killed by a signal (the OOM killer, a `kill -9`) leaves no word of its own: torchrun's failure summary
+    names it, and it comes first, since the other ranks' errors (a collective whose peer is gone) follow from
+    it. Otherwise the earliest exception a worker wrote down is the cause."""
+    def line(rank: int, why: str) -> UserError:
+        return UserError(f"training worker rank {rank} {why}; its log: {folder / f'rank{rank}.log'}")
+
+    failed = _failed_ranks(folder / "launcher.log")
+    killed = [(rank, code) for rank, code in failed if code < 0 and code != -signal.SIGTERM]  # SIGTERM: torchrun's
+    if killed:
+        return line(killed[0][0], f"died (killed by signal {-killed[0][1]})")
     errors = []
     for p in folder.glob("rank*.error"):
         try:
@@ -193,24 +204,17 @@ def _failure(folder: Path, rc: int) -> UserError:
             continue
     if errors:
         first = min(errors, key=lambda x: x["time"])
-        log = folder / f"rank{first['rank']}.log"
-        return UserError(f"training worker rank {first['rank']} failed ({first['error']}); its log: {log}")
-    rank, code = _root_cause(folder / "launcher.log")
-    if rank is not None:
-        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return UserError(f"training worker rank {rank} died ({why}); its log: {folder / f'rank{rank}.log'}")
+        return line(first["rank"], f"failed ({first['error']})")
+    if failed:
+        return line(failed[0][0], f"died (exit code {failed[0][1]})")
     return UserError(f"the training launcher failed (exit code {rc}) before a worker reported; its log: "
                      f"{folder / 'launcher.log'}")
 
 
-def _root_cause(launcher_log: Path) -> tuple[int | None, int | None]:
-    """The rank and exit code of torchrun's "Root Cause (first observed failure)" (a worker that died without a
-    word: killed by a signal, the OOM killer)."""
+def _failed_ranks(launcher_log: Path) -> list[tuple[int, int]]:
+    """(rank, exit code) of each failure in torchrun's summary ("rank : 1 (local_rank: 1)", "exitcode : -9")."""
     try:
         text = launcher_log.read_text(errors="replace")
     except OSError:
-        return None, None
-    _, _, cause = text.partition("Root Cause")
-    rank = re.search(r"rank\s*:\s*(\d+)", cause)
-    code = re.search(r"exitcode\s*:\s*(-?\d+)", cause)
-    return (int(rank.group(1)) if rank else None), (int(code.group(1)) if code else None)
+        return []
+    return [(int(r), int(c)) for r, c in re.findall(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)", text)]

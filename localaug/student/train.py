@@ -4,7 +4,7 @@
    output layer, so computing logits for every position costs more than the rest of the network. We pass a
    boolean `logits_to_keep` mask of the positions that predict a completion token, so the output layer runs
    only there (same loss as `model(labels=...)`, ~2x faster, half the memory). It still goes through the
-   model's own forward, so DDP / FSDP under `accelerate launch` keep working.
+   model's own forward, so DDP / FSDP in the torchrun workers keep working.
 2. Length-grouped batches: shuffled, sorted by length inside mega-batches, batches shuffled again.
 
 The Trainer is kept (not a hand loop) because it gives multi-GPU, mixed precision, schedulers and gradient
