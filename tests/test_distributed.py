@@ -28,6 +28,7 @@ from localaug.protocols import TrainItem
 from localaug.student import HFStudent, load_student, model_load_kwargs, resolve_plan
 from localaug.student.distributed import launch_command
 from localaug.student.train import fsdp_environment, prepare_peft, training_kwargs
+from tests.conftest import plugin_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -197,12 +198,11 @@ def _card(tmp: Path, tiny_dir: Path) -> Path:
 
 
 def _run(tmp: Path, name: str, card: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("LOCALAUG_FAILPOINT", None)
+    env = plugin_env(OMP_NUM_THREADS="1")  # the fake teacher, an installed plug-in (tests/plugins)
     if failpoint:
         env["LOCALAUG_FAILPOINT"] = failpoint
     cmd = [sys.executable, "-m", "localaug.cli", "run", "--task", "demo", "--student-processes", "2",
-           "--student", str(card), "--teacher", "tests.fakes:FakeTeacher", "--recipe", "paper", "--iterations", "2",
+           "--student", str(card), "--teacher", "fake", "--recipe", "paper", "--iterations", "2",
            "--seed-size", "12", "--test-size", "8", "--cache", str(tmp / f"{name}.sqlite"), "--out", str(tmp / name)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
