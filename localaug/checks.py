@@ -158,7 +158,7 @@ def _card_counter(card: ModelCard) -> Any:
     def count(prompt: str, answers: Sequence[str]) -> int:
         nonlocal tok
         if tok is None:
-            from .backends import quiet_transformers
+            from .student.quiet import quiet_transformers
             from .student.weights import tokenizer_of
 
             quiet_transformers()

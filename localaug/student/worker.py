@@ -49,11 +49,11 @@ def _train(job: dict[str, Any], rank: int, local_rank: int, report: _ProgressFil
     import torch
     import torch.distributed as dist
 
-    from ..backends import quiet_transformers
     from ..failpoints import crash, failpoint
     from ..protocols import TrainItem
     from .hf import load_base_model, load_tokenizer
     from .plan import StudentPlan
+    from .quiet import quiet_transformers
     from .train import fsdp_environment, train_adapter
 
     plan = StudentPlan.from_dict(job["plan"])
