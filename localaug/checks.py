@@ -60,6 +60,10 @@ def before_run(task: Task, settings: Settings, factories: Factories = Factories(
     sources = sources or {}
     student_backend = resolve("student", settings.student, factory=factories.student, source=sources.get("student"))
     card = _student_card(student_backend, settings.student_settings)
+    if settings.eval_backend != "transformers" and card is None:  # llama.cpp needs the card's GGUF base
+        raise UserError(f"eval_backend {settings.eval_backend} needs a model-card student, not the "
+                        f"{student_backend.kind} '{settings.student}'", file=sources.get("student"),
+                        field="eval_backend")
     check_teacher(settings, factories, sources.get("teacher"))
     check_templates(task)
     if "test" not in task.splits():
@@ -226,6 +230,6 @@ def _plan(task: Task, settings: Settings, card: ModelCard | None
             ("per wrong example", str(s.per_wrong)),
             ("recipe", f"{s.recipe} (shots {s.shots}, verify {s.verify}, holdout {s.holdout})"),
             ("student", s.student), ("teacher", " + ".join(s.teacher_servers) or s.teacher),
-            ("eval", task.eval_mode(s.eval_mode)), ("run dir", str(s.out or "")),
+            ("eval", f"{task.eval_mode(s.eval_mode)} ({s.eval_backend})"), ("run dir", str(s.out or "")),
             ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]
     return seed, used_test, plan

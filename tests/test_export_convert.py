@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_gemma3, tiny_llama
 
 from localaug.errors import UserError
 from localaug.export.arch import arch_for
 from localaug.export.gguf_model import write_gguf
 from localaug.export.lora import write_lora_gguf
 from localaug.student.llamacpp_student import _hf_tensors
-from tiny_models import tiny_gemma3, tiny_llama
 
 TEXTS = ["Help-desk request: my order never arrived, I want a refund\nTopic: refund",
          "Wie geht's? ünïcödé 123  two spaces\tand a tab"]

@@ -80,6 +80,8 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, iter
             else:
                 main = _write_gguf(src, model, tmp, quant or "f16", say)
             del model
+        for p in tmp.rglob("*"):  # some writers make private temp files; an export is as readable as any file
+            p.chmod(0o755 if p.is_dir() else 0o644)
         meta = metadata(src.provenance, fmt, quant, sorted(p.name for p in tmp.iterdir()))
         write_metadata(tmp, out.name, meta, main.name if fmt != "hf" else None)
         name = main.name
