@@ -20,7 +20,7 @@ from localaug.errors import UserError
 from localaug.export.arch import arch_for
 from localaug.export.gguf_model import write_gguf
 from localaug.export.lora import write_lora_gguf
-from localaug.student.llamacpp_student import _hf_tensors
+from localaug.student.llamacpp_student import hf_tensors
 
 TEXTS = ["Help-desk request: my order never arrived, I want a refund\nTopic: refund",
          "Wie geht's? ünïcödé 123  two spaces\tand a tab"]
@@ -58,7 +58,7 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_llama_from_hf_folder_matches_transformers(llama_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_path = write_gguf(llama_dir / "model.gguf", llama_dir, _hf_tensors(llama_dir))
+    gguf_path = write_gguf(llama_dir / "model.gguf", llama_dir, hf_tensors(llama_dir))
     llm = _llama(gguf_path)
     try:
         cos = _cosines(llm, AutoModelForCausalLM.from_pretrained(llama_dir), AutoTokenizer.from_pretrained(llama_dir))
@@ -74,7 +74,7 @@ def test_tiny_llama_lora_on_converted_base_matches_peft(llama_dir: Path, tmp_pat
 
     base = llama_dir / "model.gguf"
     if not base.exists():
-        write_gguf(base, llama_dir, _hf_tensors(llama_dir))
+        write_gguf(base, llama_dir, hf_tensors(llama_dir))
     torch.manual_seed(3)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(llama_dir),
                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
@@ -107,7 +107,7 @@ def test_tiny_gemma3_from_hf_folder_matches_transformers(tmp_path: Path) -> None
     from localaug.student.weights import weights_dir
 
     gemma_dir = tiny_gemma3(tmp_path / "tiny-gemma", weights_dir(load_model_card("gemma3-270m"))[0])
-    gguf_path = write_gguf(tmp_path / "model.gguf", gemma_dir, _hf_tensors(gemma_dir))
+    gguf_path = write_gguf(tmp_path / "model.gguf", gemma_dir, hf_tensors(gemma_dir))
     llm = _llama(gguf_path)
     try:
         cos = _cosines(llm, AutoModelForCausalLM.from_pretrained(gemma_dir), AutoTokenizer.from_pretrained(gemma_dir))

@@ -12,7 +12,7 @@ from rich.console import Console
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--iteration", type=int, help="Export this iteration's student [the run's final student].")
 @click.option("--format", "fmt", required=True, help="hf | gguf | lora-gguf")
-@click.option("--quant", help="gguf: f16 | q8_0 | q4_k_m (llama.cpp's quantiser) [f16]; lora-gguf: f16.")
+@click.option("--quant", help="gguf: f16 | q8_0 | q4_k_m (llama.cpp's quantiser) [f16]; lora-gguf: f32 | f16 [f32].")
 @click.option("--out", "out", required=True, type=click.Path(), help="Folder to write (new or empty).")
 @click.option("--force", is_flag=True, help="Replace an earlier export in --out.")
 def export_cmd(run_dir: str, iteration: int | None, fmt: str, quant: str | None, out: str, force: bool) -> None:

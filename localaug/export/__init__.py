@@ -22,7 +22,9 @@ from ..files import atomic_dir
 from .source import ExportSource, find_student
 
 # Each format and the quantisations it takes (the first is its default; hf keeps the weights' own dtype).
-FORMATS: dict[str, tuple[str, ...]] = {"hf": (), "gguf": ("f16", "q8_0", "q4_k_m"), "lora-gguf": ("f16",)}
+# lora-gguf defaults to f32: after a short training a LoRA's B entries are ~1e-4, where f16 keeps few bits
+# (measured on the demo: 117 of 120 predictions as localaug's with f16, 118 with f32); it is a few MB either way.
+FORMATS: dict[str, tuple[str, ...]] = {"hf": (), "gguf": ("f16", "q8_0", "q4_k_m"), "lora-gguf": ("f32", "f16")}
 METADATA = "localaug_export.json"
 
 
@@ -65,7 +67,7 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, iter
         if fmt == "lora-gguf":
             from .lora import write_lora_gguf
 
-            main = write_lora_gguf(src.adapter_dir, src.base_dir, tmp / "adapter-f16.gguf")
+            main = write_lora_gguf(src.adapter_dir, src.base_dir, tmp / f"adapter-{quant}.gguf", dtype=quant or "f32")
         else:
             from .merge import merged_model
 

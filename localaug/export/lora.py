@@ -74,10 +74,10 @@ def lora_pairs(adapter_dir: Path, model_dir: Path) -> tuple[Any, float, list[tup
     return arch, _alpha(cfg, int(cfg["r"])), pairs
 
 
-def write_lora_gguf(adapter_dir: Path, model_dir: Path, out: Path, *, dtype: str = "f16") -> Path:
+def write_lora_gguf(adapter_dir: Path, model_dir: Path, out: Path, *, dtype: str = "f32") -> Path:
     """Convert the peft adapter in `adapter_dir` (trained on the model in `model_dir`) to `out`.
 
-    dtype "f16" is what llama.cpp's converter writes; "f32" keeps the trained values exactly."""
+    dtype "f32" keeps the trained values exactly; "f16" (llama.cpp's converter's default) halves the size."""
     import gguf
 
     arch, alpha, pairs = lora_pairs(Path(adapter_dir), Path(model_dir))

@@ -13,9 +13,11 @@ Token ids come from the caller (the student's own tokenizer: the ids the adapter
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,20 @@ from ..protocols import EvalItem, EvalResult, ProgressFn, Sampling, best_choice
 Tokenize = Callable[[str, bool], list[int]]  # (text, add the BOS token) -> ids
 _TOKEN_BUDGET = 2048  # tokens per decode call; the KV buffer holds two such calls' worth
 _ROW_SEQUENCES = 64  # continuation rows decoded together
+
+
+@contextmanager
+def quiet_llama() -> Iterator[None]:
+    """llama-cpp-python prints llama.cpp's warnings even with verbose=False (its table of ggml log levels is
+    older than ggml's: a warning passes as an error), e.g. "using full-size SWA cache" for every context and
+    a line per LoRA tensor kept out of the repacked CPU buffers. The student's evaluation stays quiet."""
+    log = logging.getLogger("llama-cpp-python")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _log_softmax_at(logits: np.ndarray, ids: Sequence[int]) -> list[float]:
@@ -47,8 +63,9 @@ class LlamaCppEvaluator:
         self.n_threads = int(n_threads or os.cpu_count() or 1)
         self.batch_sequences = max(1, int(batch_sequences))
         try:  # the Llama object holds the model; its own small context is unused (ours are made per call)
-            self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=256, n_threads=self.n_threads,
-                                       n_threads_batch=self.n_threads, verbose=False, flash_attn=True)
+            with quiet_llama():
+                self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=256, n_threads=self.n_threads,
+                                           n_threads_batch=self.n_threads, verbose=False, flash_attn=True)
         except (ValueError, RuntimeError) as e:
             raise UserError(f"llama.cpp could not load {self.path}: {e}") from None
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.llm._model.vocab)
@@ -59,6 +76,11 @@ class LlamaCppEvaluator:
     def evaluate(self, items: Sequence[EvalItem], tokenize: Tokenize, lora: Path | None = None,
                  progress: ProgressFn | None = None, cap: int | None = None) -> list[EvalResult]:
         """Results in input order. `cap` bounds every generated answer's length (the card's max_new_tokens)."""
+        with quiet_llama():
+            return self._evaluate(items, tokenize, lora, progress, cap)
+
+    def _evaluate(self, items: Sequence[EvalItem], tokenize: Tokenize, lora: Path | None,
+                  progress: ProgressFn | None, cap: int | None) -> list[EvalResult]:
         ll = self._ll
         t0 = time.perf_counter()
         adapter = None

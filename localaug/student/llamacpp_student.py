@@ -35,11 +35,11 @@ def base_gguf(model_dir: Path) -> Path:
 
     out = cache_dir() / "models" / f"{model_dir.name}-{base_sha256(model_dir, None)[:16]}-f16.gguf"
     if not out.is_file():
-        write_gguf(out, model_dir, _hf_tensors(model_dir))
+        write_gguf(out, model_dir, hf_tensors(model_dir))
     return out
 
 
-def _hf_tensors(model_dir: Path) -> Any:
+def hf_tensors(model_dir: Path) -> Any:
     from safetensors import safe_open
 
     for shard in sorted(model_dir.glob("*.safetensors")):

@@ -1,0 +1,166 @@
+"""`localaug export` on a real demo run, each format checked against the source of truth, and the student
+evaluated through llama.cpp (`eval_backend: llamacpp`) against the run's own transformers evaluation.
+
+One small real run is made once for the module (the Gemma 3 270M student, 24 seeds, one iteration of one
+epoch, all 120 demo test rows, no teacher round). Its eval_test.jsonl holds localaug's own predictions.
+- hf: the exported folder's logits equal base + adapter (peft) within 1e-4;
+- gguf f16 in llama.cpp (its own tokenizer): >= 98% of the test predictions agree, accuracy within 1 point;
+  llama.cpp's quantiser makes q8_0 and q4_k_m from it;
+- lora-gguf on the student's base GGUF: the same agreement (and the base alone must disagree more, so the
+  adapter is what agrees);
+- the llama.cpp evaluation backend: the same agreement, and greedy generation agrees with transformers'.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from localaug.cli import main
+from localaug.files import read_jsonl
+from localaug.task import Example, load_task
+
+pytestmark = pytest.mark.slow
+
+AGREE, ACC_POINTS = 0.98, 0.01
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("export-run")
+    cfg = tmp / "run.yaml"
+    cfg.write_text("task: demo\nrecipe: paper\niterations: 1\npreflight: 0\nverify: none\n"
+                   "student_settings: {epochs: 1}\n")
+    res = CliRunner().invoke(main, ["run", "--config", str(cfg), "--out", str(tmp / "run"),
+                                    "--cache", str(tmp / "cache.sqlite")])
+    assert res.exit_code == 0, res.output
+    return tmp / "run"
+
+
+def _export(run: Path, out: Path, *args: str) -> Path:
+    res = CliRunner().invoke(main, ["export", str(run), "--out", str(out), *args])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _test_rows(run: Path) -> tuple[list[Example], list[dict]]:
+    test = [Example.from_json(r) for r in read_jsonl(run / "test.jsonl")]
+    return test, read_jsonl(run / "iter_00" / "eval_test.jsonl")
+
+
+def _agreement(results: list, run: Path) -> tuple[float, float, float]:
+    """(share of predictions equal to the run's, accuracy, the run's accuracy)."""
+    test, ref = _test_rows(run)
+    judged = load_task("demo").judge_all(test, results)
+    same = sum(a["prediction"] == b["prediction"] for a, b in zip(judged.rows, ref, strict=True))
+    return same / len(ref), judged.accuracy, sum(r["correct"] for r in ref) / len(ref)
+
+
+def _score_in_llamacpp(gguf: Path, run: Path, lora: Path | None = None) -> list:
+    """The demo's test rows scored in llama.cpp with the GGUF's own tokenizer (what a user of the file gets)."""
+    from localaug.student.llamacpp import LlamaCppEvaluator
+
+    task = load_task("demo")
+    items = [task.eval_item(e, "score") for e in _test_rows(run)[0]]
+    ev = LlamaCppEvaluator(gguf, batch_sequences=16)
+    try:
+        return ev.evaluate(items, lambda text, bos: ev.llm.tokenize(text.encode(), add_bos=bos, special=False), lora)
+    finally:
+        ev.close()
+
+
+def test_hf_export_equals_base_plus_adapter(demo_run: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = _export(demo_run, tmp_path / "hf", "--format", "hf")
+    try:
+        for name in ("model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "MODEL_CARD.md",
+                     "adapter/adapter_model.safetensors"):
+            assert (out / name).is_file(), name
+        meta = json.loads((out / "localaug_export.json").read_text())
+        manifest = json.loads((demo_run / "manifest.json").read_text())
+        assert meta["format"] == "hf" and meta["quantization"] is None and meta["iteration"] == 0
+        assert meta["task"] == "demo" and meta["seed_size"] == 24 and meta["teacher_examples_added"] == 0
+        assert meta["final_accuracy"] == manifest["iterations"]["00"]["test_accuracy"] == meta["plain_accuracy"]
+        assert len(meta["base_model"]["sha256"]) == 64 and meta["localaug_version"]
+        tok = AutoTokenizer.from_pretrained(out)
+        exported = AutoModelForCausalLM.from_pretrained(out)
+        from localaug.modelcards import load_model_card
+        from localaug.student.weights import weights_dir
+
+        base = AutoModelForCausalLM.from_pretrained(weights_dir(load_model_card("gemma3-270m"))[0])
+        prompts = ["Help-desk request: I was charged twice this month\nTopic:",
+                   "Help-desk request: the app crashes when I open settings\nTopic:",
+                   "Help-desk request: where is my parcel?\nTopic:"]
+        with torch.no_grad():
+            plain = [base(tok(p, return_tensors="pt").input_ids).logits for p in prompts]
+            tuned_model = PeftModel.from_pretrained(base, str(demo_run / "iter_00" / "adapter"))
+            tuned = [tuned_model(tok(p, return_tensors="pt").input_ids).logits for p in prompts]
+            ours = [exported(tok(p, return_tensors="pt").input_ids).logits for p in prompts]
+        assert max(float((t - p).abs().max()) for t, p in zip(tuned, plain, strict=True)) > 0.1  # the adapter matters
+        for t, o in zip(tuned, ours, strict=True):
+            assert torch.allclose(t, o, atol=1e-4), float((t - o).abs().max())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_gguf_f16_export_agrees_with_localaug_scoring(demo_run: Path, tmp_path: Path) -> None:
+    import gguf
+
+    from localaug.export.quantize import quantize
+
+    out = _export(demo_run, tmp_path / "gguf", "--format", "gguf")
+    try:
+        model = out / "student-f16.gguf"
+        meta = json.loads((out / "localaug_export.json").read_text())
+        assert meta["format"] == "gguf" and meta["quantization"] == "f16" and (out / "MODEL_CARD.md").is_file()
+        agree, acc, ref_acc = _agreement(_score_in_llamacpp(model, demo_run), demo_run)
+        print(f"gguf f16: {agree:.1%} of the test predictions agree; accuracy {acc:.1%} vs {ref_acc:.1%}")
+        assert agree >= AGREE and abs(acc - ref_acc) <= ACC_POINTS
+        for quant, ftype in (("q8_0", 7), ("q4_k_m", 15)):  # llama.cpp's own quantiser, llama.cpp's file types
+            q = quantize(model, tmp_path / f"student-{quant}.gguf", quant)
+            assert gguf.GGUFReader(q).fields["general.file_type"].contents() == ftype
+            assert q.stat().st_size < model.stat().st_size
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_lora_gguf_on_the_base_gguf_agrees_with_localaug_scoring(demo_run: Path, tmp_path: Path) -> None:
+    from localaug.modelcards import load_model_card
+
+    out = _export(demo_run, tmp_path / "lora", "--format", "lora-gguf")
+    base = load_model_card("gemma3-270m").gguf_file()
+    meta = json.loads((out / "localaug_export.json").read_text())
+    assert meta["base_model"]["file"] == base.name and meta["format"] == "lora-gguf"
+    agree, acc, ref_acc = _agreement(_score_in_llamacpp(base, demo_run, out / "adapter-f32.gguf"), demo_run)
+    alone, _, _ = _agreement(_score_in_llamacpp(base, demo_run), demo_run)
+    print(f"lora-gguf: {agree:.1%} agree (the base alone: {alone:.1%}); accuracy {acc:.1%} vs {ref_acc:.1%}")
+    assert agree >= AGREE and abs(acc - ref_acc) <= ACC_POINTS
+    assert alone <= agree - 0.04, "the adapter must be what makes llama.cpp agree"
+
+
+def test_llamacpp_eval_backend_agrees_with_transformers(demo_run: Path) -> None:
+    from localaug.backends import make_student
+
+    task = load_task("demo")
+    test, _ = _test_rows(demo_run)
+    adapter = demo_run / "iter_00" / "adapter"
+    student = make_student("gemma3-270m", {"epochs": 1}, eval_backend="llamacpp")
+    assert student.identity.endswith("eval:llama.cpp")
+    agree, acc, ref_acc = _agreement(student.evaluate(adapter, [task.eval_item(e, "score") for e in test]), demo_run)
+    print(f"eval_backend llamacpp (scoring): {agree:.1%} agree; accuracy {acc:.1%} vs {ref_acc:.1%}")
+    assert agree >= AGREE and abs(acc - ref_acc) <= ACC_POINTS
+    # Greedy generation (the maths path): the same answers as transformers', each cut at its stop string.
+    rows = test[:24]
+    items = [task.eval_item(e, "generate") for e in rows]
+    ours = [r.output for r in student.evaluate(adapter, items)]
+    theirs = [r.output for r in student.inner.evaluate(adapter, items)]
+    same = sum(a.strip() == b.strip() for a, b in zip(ours, theirs, strict=True))
+    print(f"eval_backend llamacpp (generation): {same} of {len(rows)} answers as transformers'")
+    assert all("\n" not in o for o in ours) and same >= len(rows) - 1, list(zip(ours, theirs, strict=True))
