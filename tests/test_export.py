@@ -84,7 +84,7 @@ def test_hf_export_equals_base_plus_adapter(demo_run: Path, tmp_path: Path) -> N
                      "adapter/adapter_model.safetensors"):
             assert (out / name).is_file(), name
         meta = json.loads((out / "localaug_export.json").read_text())
-        manifest = json.loads((demo_run / "manifest.json").read_text())
+        manifest = json.loads((demo_run / "manifest.json").read_text())  # as a user's program reads it
         assert meta["format"] == "hf" and meta["quantization"] is None and meta["iteration"] == 0
         assert meta["task"] == "demo" and meta["seed_size"] == 24 and meta["teacher_examples_added"] == 0
         assert meta["final_accuracy"] == manifest["iterations"]["00"]["test_accuracy"] == meta["plain_accuracy"]

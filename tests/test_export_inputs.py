@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from localaug import layout
 from localaug.cli import main
 from localaug.config import build_config, resolve
 from localaug.errors import UserError
@@ -80,8 +81,8 @@ def test_a_run_without_a_finished_student(fake_run: Path, tmp_path: Path) -> Non
 def test_which_student_is_exported(fake_run: Path, tmp_path: Path) -> None:
     run = _as_lora_students(fake_run, tmp_path / "run")
     store = RunStore.open_existing(run)
-    assert pick_folder(store, None) == "final"  # the run held seeds out: its final student
-    assert pick_folder(store, 0) == "iter_00"
+    assert pick_folder(store, None) == layout.FINAL  # the run held seeds out: its final student
+    assert pick_folder(store, 0) == layout.round_folder(0)
     with pytest.raises(UserError, match="iteration 7 has no trained student"):
         pick_folder(store, 7)
     # A plug-in student cannot be exported (localaug cannot know its weights): one line, before any work.
@@ -92,14 +93,15 @@ def test_provenance_of_the_final_and_of_an_iteration(fake_run: Path) -> None:
     store = RunStore.open_existing(fake_run)
     settings = resolve(build_config(task="demo"))
     m = store.manifest
-    final = _provenance(store, "final", settings)
+    final = _provenance(store, layout.FINAL, settings)
     train = [json.loads(x) for x in (fake_run / "final" / "train.jsonl").read_text().splitlines()]
-    assert final["iteration"] == "final" and final["final_accuracy"] == m["final"]["test_accuracy"]
-    assert final["teacher_examples_added"] == m["final"]["added"] == sum(
+    assert final["iteration"] == "final" and final["final_accuracy"] == m.final.test_accuracy
+    assert final["teacher_examples_added"] == m.final.added == sum(
         1 for r in train if r.get("meta", {}).get("origin") != "seed")
-    assert final["plain_accuracy"] == m["iterations"]["00"]["test_accuracy"]
-    assert final["seed_size"] == 24 and final["teacher"] == m["models"]["teacher"]
-    first = _provenance(store, "iter_00", settings)
+    assert final["plain_accuracy"] == m.iterations["00"].test_accuracy
+    assert final["seed_size"] == 24 and final["teacher"] == m.models["teacher"]
+    assert final["prompt"]["prompt"] == "Help-desk request: {text}\nTopic:"
+    first = _provenance(store, layout.round_folder(0), settings)
     assert first["iteration"] == 0 and first["teacher_examples_added"] == 0 and first["train_size"] == 18
 
 

@@ -42,6 +42,11 @@ def model_card(meta: dict[str, Any], out_name: str, model_file: str | None) -> s
         if meta["iteration"] == "final" else f"the student of iteration {meta['iteration']}"
     quant = f", {meta['quantization']}" if meta.get("quantization") else ""
     load = _LOADERS[meta["format"]].format(out=out_name, model=model_file or "", base=base_text)
+    prompt = meta.get("prompt")
+    asked = "" if not prompt else (
+        "\n## Prompt it as it was trained\n\nA completion prompt (no chat template), the task card's student "
+        f"template:\n\n```\n{prompt['prompt']}\n```\n\nIt answers `{prompt['answer']}`"
+        + (f", then stops at {' or '.join(repr(x) for x in prompt['stop'])}" if prompt["stop"] else "") + ".\n")
     return f"""# {meta['task']} student ({meta['format']}{quant})
 
 Fine-tuned by [localaug](https://arxiv.org/abs/2403.15042) {meta['localaug_version']} (LLM2LLM): {which} of
@@ -64,7 +69,7 @@ Accuracies are localaug's own evaluation in the run (greedy; classification by t
 ## Load it
 
 {load}
-"""
+{asked}"""
 
 
 def write_metadata(out: Path, out_name: str, meta: dict[str, Any], model_file: str | None) -> None:
