@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student", default="gemma3-270m")
     ap.add_argument("--mode", choices=["score", "generate"], help="the task's default unless given")
     ap.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    ap.add_argument("--llamacpp-base", choices=["gguf", "f16"], default="gguf",
+                    help="gguf: the student's own GGUF (Q4_K_M, what eval_backend llamacpp uses); f16: an f16 "
+                         "GGUF of the dequantised weights transformers runs (made once in the cache folder)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="", help="how it was measured (machine, what ran beside it)")
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         adapter = Path(tempfile.mkdtemp(prefix=f"eval-backends-{task.name}-")) / "adapter"
         _, train_s = _timed(lambda: hf.train([task.train_item(e) for e in seed], adapter, seed=args.seed))
         print(f"trained on {len(seed)} rows in {train_s:.0f} s -> {adapter}", file=sys.stderr)
-    lcpp = LlamaCppEvalStudent(hf, n_threads=args.threads)
+    lcpp = LlamaCppEvalStudent(hf, n_threads=args.threads, base=args.llamacpp_base)
     hf.base_model()
     lcpp.evaluator()  # both models loaded before the clocks start
     ours, ours_s = _timed(lambda: lcpp.evaluate(adapter, items))
@@ -84,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
            "speedup": round(theirs_s / ours_s, 2), "same_prediction": round(same / len(test), 4),
            "same_output": round(identical / len(test), 4), "llamacpp_accuracy": round(a.accuracy, 4),
            "transformers_accuracy": round(b.accuracy, 4), "threads": lcpp.evaluator().n_threads,
-           "eval_batch_size": hf.plan.eval_batch_size, "cores": os.cpu_count(), "note": args.note,
-           "measured": time.strftime("%Y-%m-%d")}
+           "eval_batch_size": hf.plan.eval_batch_size, "llamacpp_base": args.llamacpp_base, "cores": os.cpu_count(),
+           "note": args.note, "measured": time.strftime("%Y-%m-%d")}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")

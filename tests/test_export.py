@@ -1,11 +1,11 @@
 """`localaug export` on a real demo run, each format checked against the source of truth, and the student
 evaluated through llama.cpp (`eval_backend: llamacpp`) against the run's own transformers evaluation.
 
-One small real run is made once for the module (the Gemma 3 270M student, 24 seeds, one iteration of one
-epoch, all 120 demo test rows, no teacher round). Its eval_test.jsonl holds localaug's own predictions.
+One small real run is made once for the module (the Gemma 3 270M student, 24 seeds, one iteration of the
+demo's 3 epochs, all 120 demo test rows, no teacher round). Its eval_test.jsonl holds localaug's own predictions.
 - hf: the exported folder's logits equal base + adapter (peft) within 1e-4;
 - gguf f16 in llama.cpp (its own tokenizer): >= 98% of the test predictions agree, accuracy within 1 point;
-  llama.cpp's quantiser makes q8_0 and q4_k_m from it;
+  llama.cpp's quantiser makes q4_k_m from it;
 - lora-gguf on the student's base GGUF: the same agreement (and the base alone must disagree more, so the
   adapter is what agrees);
 - the llama.cpp evaluation backend: the same agreement, and greedy generation agrees with transformers'.
@@ -34,7 +34,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("export-run")
     cfg = tmp / "run.yaml"
     cfg.write_text("task: demo\nrecipe: paper\niterations: 1\npreflight: 0\nverify: none\n"
-                   "student_settings: {epochs: 1}\n")
+                   "student_settings: {epochs: 3}\n")
     res = CliRunner().invoke(main, ["run", "--config", str(cfg), "--out", str(tmp / "run"),
                                     "--cache", str(tmp / "cache.sqlite")])
     assert res.exit_code == 0, res.output
@@ -123,10 +123,9 @@ def test_gguf_f16_export_agrees_with_localaug_scoring(demo_run: Path, tmp_path: 
         agree, acc, ref_acc = _agreement(_score_in_llamacpp(model, demo_run), demo_run)
         print(f"gguf f16: {agree:.1%} of the test predictions agree; accuracy {acc:.1%} vs {ref_acc:.1%}")
         assert agree >= AGREE and abs(acc - ref_acc) <= ACC_POINTS
-        for quant, ftype in (("q8_0", 7), ("q4_k_m", 15)):  # llama.cpp's own quantiser, llama.cpp's file types
-            q = quantize(model, tmp_path / f"student-{quant}.gguf", quant)
-            assert gguf.GGUFReader(q).fields["general.file_type"].contents() == ftype
-            assert q.stat().st_size < model.stat().st_size
+        q = quantize(model, tmp_path / "student-q4_k_m.gguf", "q4_k_m")  # llama.cpp's own quantiser
+        assert gguf.GGUFReader(q).fields["general.file_type"].contents() == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+        assert q.stat().st_size < model.stat().st_size / 2
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -22,20 +22,22 @@ from .hf import HFStudent
 from .llamacpp import LlamaCppEvaluator
 
 
-def base_gguf(model_dir: Path) -> Path:
-    """The GGUF holding the student's base weights: the one they came from, or a converted copy (made once)."""
+def base_gguf(model_dir: Path, kind: str = "gguf") -> Path:
+    """The GGUF holding the student's base weights: the one they came from (kind "gguf"), or an f16 copy of
+    the weights transformers loads (kind "f16", and always for a student from a Hugging Face folder), made
+    once into the cache folder."""
     source = model_dir / "localaug_source.json"  # written by weights.py for a student from a GGUF
-    if source.is_file():
-        path = Path(json.loads(source.read_text())["gguf"])
-        if not path.is_file():
-            raise UserError("the student's GGUF is gone; run `localaug prepare` again", file=path)
-        return path
+    origin = Path(json.loads(source.read_text())["gguf"]) if source.is_file() else None
+    if origin is not None and not origin.is_file():
+        raise UserError("the student's GGUF is gone; run `localaug prepare` again", file=origin)
+    if origin is not None and kind == "gguf":
+        return origin
     from ..export.gguf_model import write_gguf
     from ..export.source import base_sha256
 
-    out = cache_dir() / "models" / f"{model_dir.name}-{base_sha256(model_dir, None)[:16]}-f16.gguf"
+    out = cache_dir() / "models" / f"{model_dir.name}-{base_sha256(model_dir, origin)[:16]}-f16.gguf"
     if not out.is_file():
-        write_gguf(out, model_dir, hf_tensors(model_dir))
+        write_gguf(out, model_dir, hf_tensors(model_dir), base_gguf=origin)
     return out
 
 
@@ -51,16 +53,17 @@ def hf_tensors(model_dir: Path) -> Any:
 class LlamaCppEvalStudent:
     """Implements `localaug.protocols.Student`: training by `inner`, evaluation in llama.cpp."""
 
-    def __init__(self, inner: HFStudent, n_threads: int | None = None) -> None:
+    def __init__(self, inner: HFStudent, n_threads: int | None = None, base: str = "gguf") -> None:
         self.inner = inner
-        self.identity = inner.identity + " eval:llama.cpp"
+        self.identity = inner.identity + " eval:llama.cpp" + ("" if base == "gguf" else f"-{base}")
         self.n_threads = n_threads
+        self.base = base  # "gguf": the student's own GGUF; "f16": an f16 GGUF of the weights it trains on
         self._evaluator: LlamaCppEvaluator | None = None
         self.last_eval_info: dict[str, Any] = {}
 
     def evaluator(self) -> LlamaCppEvaluator:
         if self._evaluator is None:
-            self._evaluator = LlamaCppEvaluator(base_gguf(self.inner.model_dir), n_threads=self.n_threads,
+            self._evaluator = LlamaCppEvaluator(base_gguf(self.inner.model_dir, self.base), n_threads=self.n_threads,
                                                 batch_sequences=self.inner.plan.eval_batch_size)
         return self._evaluator
 
