@@ -150,7 +150,7 @@ def test_llamacpp_eval_backend_agrees_with_transformers(demo_run: Path) -> None:
     task = load_task("demo")
     test, _ = _test_rows(demo_run)
     adapter = demo_run / "iter_00" / "adapter"
-    student = make_student("gemma3-270m", {"epochs": 1}, eval_backend="llamacpp")
+    student = make_student("gemma3-270m", {}, eval_backend="llamacpp")
     assert student.identity.endswith("eval:llama.cpp")
     agree, acc, ref_acc = _agreement(student.evaluate(adapter, [task.eval_item(e, "score") for e in test]), demo_run)
     print(f"eval_backend llamacpp (scoring): {agree:.1%} agree; accuracy {acc:.1%} vs {ref_acc:.1%}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import tiny_gemma3, tiny_llama
+from tiny_models import tiny_gemma3, tiny_llama  # also puts bench/ on sys.path (gpu_model)
 
 from localaug.errors import UserError
 from localaug.export.arch import arch_for
@@ -123,3 +123,15 @@ def test_other_architectures_are_one_line_naming_the_supported(tmp_path: Path) -
     msg = str(e.value)
     assert "\n" not in msg and "MistralForCausalLM" in msg
     assert "LlamaForCausalLM" in msg and "Gemma3ForCausalLM" in msg
+
+
+def test_a_tokenizer_llama_cpp_cannot_run_is_one_line(tmp_path: Path) -> None:
+    """bench/gpu_model.py's word-level tokenizer has no llama.cpp counterpart."""
+    from gpu_model import write_tokenizer
+
+    from localaug.export.tokenizer import tokenizer_kind
+
+    write_tokenizer(tmp_path, 64)
+    with pytest.raises(UserError) as e:
+        tokenizer_kind(tmp_path)
+    assert "\n" not in str(e.value) and "WordLevel" in str(e.value) and "tokenizer.json" in str(e.value)

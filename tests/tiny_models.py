@@ -20,6 +20,8 @@ from localaug.cards import builtin_dir
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 DEMO_TRAIN = builtin_dir("tasks") / "demo" / "train.jsonl"
+if str(BENCH) not in sys.path:  # bench/ is a folder of scripts: gpu_model.py has the tiny Llama's shape
+    sys.path.insert(0, str(BENCH))
 
 
 def _redraw(model: torch.nn.Module, seed: int, norm_base: float) -> None:
@@ -49,10 +51,8 @@ def bpe_tokenizer(out: Path, size: int) -> None:
 
 def tiny_llama(out: Path) -> Path:
     """bench/gpu_model.py's tiny Llama (2 layers, 64 wide, 512 tokens) as a Hugging Face folder."""
-    from transformers import AutoModelForCausalLM
-
-    sys.path.insert(0, str(BENCH))
     from gpu_model import llama_config
+    from transformers import AutoModelForCausalLM
 
     config = llama_config("tiny")
     config.dtype = torch.float32

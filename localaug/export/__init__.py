@@ -62,6 +62,11 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, iter
     out = Path(out)
     check_target(out, force)
     src = find_student(Path(run_dir), iteration)
+    if fmt != "hf":
+        from .gguf_model import check_convertible
+
+        # A merged GGUF of a Hugging Face student writes its tokenizer; a GGUF student's is copied.
+        check_convertible(src.base_dir, with_tokenizer=fmt == "gguf" and src.base_gguf is None)
     say(f"exporting {src.label} of {src.run_dir.name} as {fmt}{f' ({quant})' if quant else ''}")
     with atomic_dir(out) as tmp:
         if fmt == "lora-gguf":

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 from .arch import Arch, arch_for, gguf_name, to_gguf_layout, write_hparams
-from .tokenizer import copy_gguf_metadata, write_hf_tokenizer
+from .tokenizer import copy_gguf_metadata, tokenizer_kind, write_hf_tokenizer
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -43,6 +43,13 @@ def _tensors(arch: Arch, config: dict[str, Any], state: Iterable[tuple[str, Any]
         w = to_gguf_layout(arch, config, name, w)
         out.append((name, w.astype(np.float16 if w.ndim >= 2 else np.float32)))
     return out
+
+
+def check_convertible(model_dir: Path, with_tokenizer: bool) -> None:
+    """Fail now, in one line, for a model this converter cannot write (before minutes of merging)."""
+    arch_for(read_config(model_dir), model_dir / "config.json")
+    if with_tokenizer:
+        tokenizer_kind(model_dir)
 
 
 def save(writer: Any, out: Path) -> Path:

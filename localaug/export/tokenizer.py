@@ -119,20 +119,33 @@ def _spm_bpe_tokens(tj: dict[str, Any], model_dir: Path) -> tuple[list[bytes], l
     return tokens, scores, types
 
 
+def tokenizer_kind(model_dir: Path) -> str:
+    """llama.cpp's name for the folder's tokenizer ("llama" or "gpt2"), or one line saying why there is none."""
+    tj = _load_tokenizer_json(model_dir)
+    model = tj.get("model") or {}
+    if model.get("type") == "BPE" and model.get("byte_fallback"):
+        return "llama"
+    if model.get("type") == "BPE" and (tj.get("decoder") or {}).get("type") == "ByteLevel":
+        _bpe_pre(tj, model_dir)
+        return "gpt2"
+    raise UserError("GGUF conversion supports BPE tokenizers (SentencePiece-style with byte fallback, or "
+                    f"byte-level); this tokenizer.json holds a {model.get('type', 'unknown')} model",
+                    file=model_dir / "tokenizer.json", field="model.type")
+
+
 def write_hf_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
     """The tokenizer of a Hugging Face folder, padded with unused tokens to the model's `vocab_size`."""
     import gguf
 
+    kind = tokenizer_kind(model_dir)
     tj = _load_tokenizer_json(model_dir)
-    model = tj.get("model") or {}
-    decoder = (tj.get("decoder") or {}).get("type")
-    if model.get("type") == "BPE" and model.get("byte_fallback"):
+    if kind == "llama":
         tokens, scores, types = _spm_bpe_tokens(tj, model_dir)
         writer.add_tokenizer_model("llama")
         writer.add_tokenizer_pre("default")
         writer.add_add_space_prefix(_prepends_space(tj))
         merges = False
-    elif model.get("type") == "BPE" and decoder == "ByteLevel":
+    else:
         bpe = gguf.vocab.BpeVocab(model_dir)
         tokens, scores, types = [], [], []
         for text, score, kind in bpe.all_tokens():
@@ -145,10 +158,6 @@ def write_hf_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(_bpe_pre(tj, model_dir))
         merges = True
-    else:
-        raise UserError("GGUF conversion supports BPE tokenizers (SentencePiece-style with byte fallback, or "
-                        f"byte-level); this tokenizer.json holds a {model.get('type', 'unknown')} model",
-                        file=model_dir / "tokenizer.json", field="model.type")
     if len(tokens) > vocab_size:
         raise UserError(f"the tokenizer has {len(tokens)} tokens but the model only {vocab_size} embeddings",
                         file=model_dir / "tokenizer.json")
