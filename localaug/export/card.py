@@ -64,7 +64,8 @@ run `{meta['run']}`.
 | base model | {meta['student']}: {base_text} |
 | format | {meta['format']}{quant} |
 
-Accuracies are localaug's own evaluation in the run (greedy; classification by the likelihood of each label).
+Accuracies are localaug's own evaluation in the run ({meta.get('eval_backend', 'transformers')}; greedy,
+classification by the likelihood of each label).
 
 ## Load it
 

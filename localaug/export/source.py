@@ -106,6 +106,7 @@ def _provenance(store: RunStore, folder: Folder, settings: Any) -> dict[str, Any
         "teacher": m.models.get("teacher"),
         "teacher_examples_added": sum(1 for r in train if (r.get("meta") or {}).get("origin") != "seed"),
         "recipe": settings.recipe,
+        "eval_backend": getattr(settings, "eval_backend", "transformers"),
         "prompt": _prompt(settings),
     }
 
