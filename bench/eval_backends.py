@@ -5,9 +5,9 @@ side in one run: the same adapter, the same test rows, the same items, each back
     .venv/bin/python bench/eval_backends.py --task trec --train-rows 100 --epochs 2 --test-rows 500
 
 1. Trains one adapter on --train-rows seed examples (as `localaug run` draws them), or takes --adapter.
-2. Loads both backends (model loading is not timed), then evaluates the test rows with each: transformers
-   (evaluate.py: left-padded batches) and llama.cpp (student/llamacpp.py: the base GGUF plus the adapter
-   converted to a llama.cpp LoRA, which is timed: it happens before every evaluation).
+2. Evaluates the test rows with transformers (evaluate.py: left-padded batches), then with llama.cpp
+   (student/llamacpp.py: the base GGUF plus the adapter converted to a llama.cpp LoRA, the conversion timed:
+   it happens before every evaluation), once per --llamacpp-base; model loading is never timed.
 3. Prints and appends to --results one JSON line: seconds per backend, the speed ratio, the share of rows
    whose prediction is the same (GSM8K: the final number; classification: the label), accuracies.
 Speed ratios need a quiet machine (llama.cpp's threads spin and collapse beside another busy process);
@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student", default="gemma3-270m")
     ap.add_argument("--mode", choices=["score", "generate"], help="the task's default unless given")
     ap.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
-    ap.add_argument("--llamacpp-base", choices=["gguf", "f16"], default="gguf",
+    ap.add_argument("--llamacpp-base", nargs="+", choices=["gguf", "f16"], default=["gguf"],
                     help="gguf: the student's own GGUF (Q4_K_M, what eval_backend llamacpp uses); f16: an f16 "
-                         "GGUF of the dequantised weights transformers runs (made once in the cache folder)")
+                         "GGUF of the dequantised weights transformers runs (made once in the cache folder); "
+                         "both: one row each, against one transformers evaluation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="", help="how it was measured (machine, what ran beside it)")
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -73,29 +74,32 @@ def main(argv: list[str] | None = None) -> int:
         adapter = Path(tempfile.mkdtemp(prefix=f"eval-backends-{task.name}-")) / "adapter"
         _, train_s = _timed(lambda: hf.train([task.train_item(e) for e in seed], adapter, seed=args.seed))
         print(f"trained on {len(seed)} rows in {train_s:.0f} s -> {adapter}", file=sys.stderr)
-    lcpp = LlamaCppEvalStudent(hf, n_threads=args.threads, base=args.llamacpp_base)
     hf.base_model()
-    lcpp.evaluator()  # both models loaded before the clocks start
-    ours, ours_s = _timed(lambda: lcpp.evaluate(adapter, items))
     theirs, theirs_s = _timed(lambda: hf.evaluate(adapter, items))
-    a, b = task.judge_all(test, ours), task.judge_all(test, theirs)
-    same = sum(x["prediction"] == y["prediction"] for x, y in zip(a.rows, b.rows, strict=True))
-    identical = sum(x.output == y.output for x, y in zip(ours, theirs, strict=True))
-    row = {"task": task.name, "mode": mode, "test_rows": len(test), "test_offset": args.test_offset,
-           "adapter": str(adapter), "train_rows": None if args.adapter else args.train_rows, "epochs": args.epochs,
-           "llamacpp_seconds": round(ours_s, 2), "transformers_seconds": round(theirs_s, 2),
-           "speedup": round(theirs_s / ours_s, 2), "same_prediction": round(same / len(test), 4),
-           "same_output": round(identical / len(test), 4), "llamacpp_accuracy": round(a.accuracy, 4),
-           "transformers_accuracy": round(b.accuracy, 4), "threads": lcpp.evaluator().n_threads,
-           "eval_batch_size": hf.plan.eval_batch_size, "llamacpp_base": args.llamacpp_base, "cores": os.cpu_count(),
-           "note": args.note, "measured": time.strftime("%Y-%m-%d")}
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-    print(json.dumps(row, sort_keys=True))
-    print(f"{task.name} ({mode}, {len(test)} rows): llama.cpp {ours_s:.1f} s, transformers {theirs_s:.1f} s "
-          f"-> {theirs_s / ours_s:.1f}x; same prediction {same}/{len(test)}; accuracy {a.accuracy:.1%} (llama.cpp) "
-          f"vs {b.accuracy:.1%} (transformers)")
+    b = task.judge_all(test, theirs)
+    for base in args.llamacpp_base:  # one llama.cpp evaluation per base GGUF, against the same transformers run
+        lcpp = LlamaCppEvalStudent(hf, n_threads=args.threads, base=base)
+        lcpp.evaluator()  # loaded before the clock starts, like transformers' model
+        ours, ours_s = _timed(lambda lcpp=lcpp: lcpp.evaluate(adapter, items))
+        lcpp.evaluator().close()
+        a = task.judge_all(test, ours)
+        same = sum(x["prediction"] == y["prediction"] for x, y in zip(a.rows, b.rows, strict=True))
+        identical = sum(x.output == y.output for x, y in zip(ours, theirs, strict=True))
+        row = {"task": task.name, "mode": mode, "test_rows": len(test), "test_offset": args.test_offset,
+               "adapter": str(adapter), "train_rows": None if args.adapter else args.train_rows,
+               "epochs": args.epochs, "llamacpp_base": base, "llamacpp_seconds": round(ours_s, 2),
+               "transformers_seconds": round(theirs_s, 2), "speedup": round(theirs_s / ours_s, 2),
+               "same_prediction": round(same / len(test), 4), "same_output": round(identical / len(test), 4),
+               "llamacpp_accuracy": round(a.accuracy, 4), "transformers_accuracy": round(b.accuracy, 4),
+               "threads": lcpp.n_threads or os.cpu_count(), "eval_batch_size": hf.plan.eval_batch_size,
+               "cores": os.cpu_count(), "note": args.note, "measured": time.strftime("%Y-%m-%d")}
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        print(json.dumps(row, sort_keys=True))
+        print(f"{task.name} ({mode}, {len(test)} rows): llama.cpp ({base} base) {ours_s:.1f} s, transformers "
+              f"{theirs_s:.1f} s -> {theirs_s / ours_s:.1f}x; same prediction {same}/{len(test)}; accuracy "
+              f"{a.accuracy:.1%} (llama.cpp) vs {b.accuracy:.1%} (transformers)")
     return 0
 
 
