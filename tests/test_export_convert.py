@@ -135,3 +135,37 @@ def test_a_tokenizer_llama_cpp_cannot_run_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError) as e:
         tokenizer_kind(tmp_path)
     assert "\n" not in str(e.value) and "WordLevel" in str(e.value) and "tokenizer.json" in str(e.value)
+
+
+def test_llamacpp_scoring_of_long_choices_matches_transformers(llama_dir: Path) -> None:
+    """Choices of several tokens continue from a shared copy of their prompt's cache, in chunks of rows and
+    groups of prompts (more rows than one chunk holds): each choice's summed log-probability must be
+    transformers' (evaluate.score_batch), and so must the choice picked."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from localaug.protocols import EvalItem
+    from localaug.student.evaluate import score_batch
+    from localaug.student.llamacpp import LlamaCppEvaluator
+
+    base = llama_dir / "model.gguf"
+    if not base.exists():
+        write_gguf(base, llama_dir, hf_tensors(llama_dir))
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+    tok.pad_token = tok.eos_token
+    choices = (" refund", " my parcel never came", " the app crashes on start", " a password reset link")
+    texts = [json.loads(line)["text"] for line in
+             (Path(__file__).resolve().parent.parent / "tasks" / "demo" / "test.jsonl").read_text().splitlines()]
+    items = [EvalItem(f"Request: {t}\nTopic:", choices=choices) for t in texts[:20]]
+    with torch.no_grad():
+        ref = score_batch(AutoModelForCausalLM.from_pretrained(llama_dir), tok, items)
+    ev = LlamaCppEvaluator(base, n_threads=2, batch_sequences=6)
+    try:
+        ours = ev.evaluate(items, lambda text, bos: tok(text, add_special_tokens=bos)["input_ids"])
+    finally:
+        ev.close()
+    # f16 weights in the GGUF: sums of up to 7 log-probabilities (to -75) agree within 0.1% (seen: 0.05 at -75);
+    # a wrong cache position or a missed token would be off by nats.
+    for o, r in zip(ours, ref, strict=True):
+        for a, b in zip(o.scores, r.scores, strict=True):
+            assert abs(a - b) <= 0.002 * abs(b) + 0.02, (o.scores, r.scores)
+    assert [o.choice_index for o in ours] == [r.choice_index for r in ref]
