@@ -35,7 +35,9 @@ def base_gguf(model_dir: Path, kind: str = "gguf") -> Path:
     from ..export.gguf_model import write_gguf
     from ..export.source import base_sha256
 
-    out = cache_dir() / "models" / f"{model_dir.name}-{base_sha256(model_dir, origin)[:16]}-f16.gguf"
+    # A GGUF student's converted folder is already named by its GGUF's hash; a Hugging Face folder is not.
+    tag = model_dir.name if origin is not None else f"{model_dir.name}-{base_sha256(model_dir, None)[:16]}"
+    out = cache_dir() / "models" / f"{tag}-f16.gguf"
     if not out.is_file():
         write_gguf(out, model_dir, hf_tensors(model_dir), base_gguf=origin)
     return out
