@@ -113,8 +113,9 @@ def _provenance(store: RunStore, folder: Folder, settings: Any) -> dict[str, Any
 
 def find_student(run_dir: Path, iteration: int | None = None) -> ExportSource:
     """The student to export from `run_dir`: resolved, checked against what the run recorded."""
-    from ..backends import is_plugin, make_student
+    from ..backends import make_student
     from ..config import load_settings
+    from ..plugins import looks_like_code, resolve
 
     store = RunStore.open_existing(Path(run_dir))
     config = store.path(layout.CONFIG)
@@ -122,9 +123,9 @@ def find_student(run_dir: Path, iteration: int | None = None) -> ExportSource:
         raise UserError("is not a localaug run directory (no config.yaml)", file=store.root)
     settings = load_settings(config)
     folder = pick_folder(store, iteration)
-    if is_plugin(settings.student):
-        raise UserError(f"the run's student is a plug-in ({settings.student}); export needs a model-card student",
-                        file=config, field="student")
+    if looks_like_code(settings.student) or not resolve("student", settings.student, source=config).is_card:
+        raise UserError(f"the run's student '{settings.student}' is not a model card; export needs a model-card "
+                        "student (localaug cannot know a plug-in's weights)", file=config, field="student")
     student: Any = make_student(settings.student, settings.student_settings)
     recorded = store.manifest.models.get("student")
     if recorded and _weights_identity(recorded) != _weights_identity(student.identity):
