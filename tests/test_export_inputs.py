@@ -135,3 +135,23 @@ def test_eval_backend_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(UserError, match="needs a model-card student"):
         make_student("fake", {}, eval_backend="llamacpp")
 
+
+def test_eval_backend_llamacpp_refuses_an_unconvertible_student_before_the_run(tmp_path: Path) -> None:
+    """A Hugging Face student llama.cpp cannot run is named before the run directory exists, not after the first
+    training stage (the conversion happens then)."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps({"architectures": ["MistralForCausalLM"]}))
+    (weights / "model.safetensors").write_bytes(b"")  # never read: the architecture is refused first
+    card = tmp_path / "s.yaml"
+    card.write_text(f"source: {{hf_path: {weights}}}\n")
+    out = tmp_path / "run"
+    args = ["run", "--task", "demo", "--student", str(card), "--teacher", "fake", "--out", str(out)]
+    res = CliRunner().invoke(main, [*args, "--eval-backend", "llamacpp"])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "MistralForCausalLM" in lines[0] and "eval_backend llamacpp" in lines[0], lines[0]
+    assert not out.exists()
+    # The same student with the default backend is not refused for that reason.
+    res = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert res.exit_code == 0 and "MistralForCausalLM" not in res.output, res.output
