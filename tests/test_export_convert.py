@@ -67,6 +67,31 @@ def test_tiny_llama_from_hf_folder_matches_transformers(llama_dir: Path) -> None
     assert cos.min() >= 0.999, cos
 
 
+def test_gguf_fields_are_read_as_gguf_reads_them(llama_dir: Path, tmp_path: Path) -> None:
+    """localaug's one-pass reader of a GGUF's key-value fields (what an export of the built-in student copies)
+    against the gguf package's GGUFReader, on a converted tiny model: strings, string, int, float and bool
+    arrays, scalars."""
+    import gguf
+
+    from localaug.export.gguf_kv import read_fields
+
+    path = write_gguf(tmp_path / "model.gguf", llama_dir, hf_tensors(llama_dir))
+    reader = gguf.GGUFReader(path)
+    theirs = []
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        kind, sub = int(f.types[0]), (int(f.types[-1]) if f.types[0] == gguf.GGUFValueType.ARRAY else None)
+        parts = [bytes(f.parts[i]) if (sub or kind) == gguf.GGUFValueType.STRING else f.parts[i].tolist()[0]
+                 for i in f.data]
+        theirs.append((key, parts if sub is not None else parts[0], kind, sub))
+    ours = [(f.key, f.value, f.type, f.sub_type) for f in read_fields(path)]
+    assert {t for _, _, t, _ in ours} >= {int(gguf.GGUFValueType.ARRAY), int(gguf.GGUFValueType.STRING)}
+    assert {s for *_, s in ours} >= {int(gguf.GGUFValueType.STRING), int(gguf.GGUFValueType.FLOAT32),
+                                    int(gguf.GGUFValueType.INT32)}
+    assert ours == theirs
+
+
 def test_tiny_llama_lora_on_converted_base_matches_peft(llama_dir: Path, tmp_path: Path) -> None:
     """q and k rows are permuted for llama.cpp's rotary layout: the adapter's B must be permuted alike."""
     from peft import LoraConfig, get_peft_model

@@ -28,24 +28,14 @@ _LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1
 
 def copy_gguf_metadata(source: Path, writer: Any) -> None:
     """Every key-value field of `source` except the file's own bookkeeping."""
-    import gguf
+    from gguf import GGUFValueType
 
-    reader = gguf.GGUFReader(source)
-    for key, f in reader.fields.items():
-        if key.startswith(_NOT_COPIED):
-            continue
-        kind = f.types[0]
-        if kind == gguf.GGUFValueType.ARRAY:
-            sub = f.types[-1]
-            if sub == gguf.GGUFValueType.STRING:  # bytes as stored: a token need not be valid UTF-8
-                value: Any = [bytes(f.parts[i]) for i in f.data]
-            else:
-                value = [f.parts[i].tolist()[0] for i in f.data]
-            writer.add_key_value(key, value, kind, sub)
-        elif kind == gguf.GGUFValueType.STRING:
-            writer.add_key_value(key, bytes(f.parts[f.data[0]]), kind)
-        else:
-            writer.add_key_value(key, f.parts[f.data[0]].tolist()[0], kind)
+    from .gguf_kv import read_fields
+
+    for f in read_fields(source):
+        if not f.key.startswith(_NOT_COPIED):
+            sub = GGUFValueType(f.sub_type) if f.sub_type is not None else None
+            writer.add_key_value(f.key, f.value, GGUFValueType(f.type), sub)
 
 
 def _load_tokenizer_json(model_dir: Path) -> dict[str, Any]:
