@@ -109,9 +109,10 @@ def _spm_bpe_tokens(tj: dict[str, Any], model_dir: Path) -> tuple[list[bytes], l
     return tokens, scores, types
 
 
-def tokenizer_kind(model_dir: Path) -> str:
-    """llama.cpp's name for the folder's tokenizer ("llama" or "gpt2"), or one line saying why there is none."""
-    tj = _load_tokenizer_json(model_dir)
+def tokenizer_kind(model_dir: Path, tj: dict[str, Any] | None = None) -> str:
+    """llama.cpp's name for the folder's tokenizer ("llama" or "gpt2"), or one line saying why there is none.
+    `tj`: its tokenizer.json when already read (Gemma's is 30 MB of JSON)."""
+    tj = tj if tj is not None else _load_tokenizer_json(model_dir)
     model = tj.get("model") or {}
     if model.get("type") == "BPE" and model.get("byte_fallback"):
         return "llama"
@@ -127,8 +128,8 @@ def write_hf_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
     """The tokenizer of a Hugging Face folder, padded with unused tokens to the model's `vocab_size`."""
     import gguf
 
-    kind = tokenizer_kind(model_dir)
     tj = _load_tokenizer_json(model_dir)
+    kind = tokenizer_kind(model_dir, tj)
     if kind == "llama":
         tokens, scores, types = _spm_bpe_tokens(tj, model_dir)
         writer.add_tokenizer_model("llama")
