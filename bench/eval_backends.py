@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    from localaug.backends import quiet_transformers
     from localaug.data import sample_seed
     from localaug.student import load_student
     from localaug.student.llamacpp_student import LlamaCppEvalStudent
+    from localaug.student.quiet import quiet_transformers
     from localaug.task import load_task
 
     quiet_transformers()
