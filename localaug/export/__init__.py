@@ -4,6 +4,7 @@
     merge.py      adapter merged into the base (peft), the `hf` folder
     arch.py       the architectures written as GGUF (gguf's tensor-name maps, llama.cpp's layouts)
     tokenizer.py  a GGUF's tokenizer and metadata (copied from the student's GGUF, or from tokenizer.json)
+    gguf_kv.py    a GGUF's key-value fields read in one pass (what the copy reads)
     gguf_model.py the merged model as an f16 GGUF;  quantize.py  llama.cpp's quantiser for q8_0 / q4_k_m
     lora.py       the adapter as a llama.cpp LoRA GGUF
     card.py       localaug_export.json and MODEL_CARD.md
