@@ -159,7 +159,7 @@ def test_llamacpp_eval_backend_agrees_with_transformers(real_demo_run: Path) -> 
     test, _ = _test_rows(real_demo_run)
     adapter = real_demo_run / "iter_00" / "adapter"
     student = make_student("gemma3-270m", {}, eval_backend="llamacpp")
-    assert student.identity.endswith("eval:llama.cpp")
+    assert student.identity.endswith("eval:llama.cpp-f16")  # an f16 GGUF of the weights it trains on
     scored = student.evaluate(adapter, [task.eval_item(e, "score") for e in test])
     _assert_agrees(scored, real_demo_run, "eval_backend llamacpp (scoring)")
     # Greedy generation (the maths path): the same answers as transformers', each cut at its stop string.
