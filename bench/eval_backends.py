@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student", default="gemma3-270m")
     ap.add_argument("--mode", choices=["score", "generate"], help="the task's default unless given")
     ap.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
-    ap.add_argument("--llamacpp-base", nargs="+", choices=["gguf", "f16"], default=["gguf"],
-                    help="gguf: the student's own GGUF (Q4_K_M, what eval_backend llamacpp uses); f16: an f16 "
-                         "GGUF of the dequantised weights transformers runs (made once in the cache folder); "
+    ap.add_argument("--llamacpp-base", nargs="+", choices=["gguf", "f16"], default=["f16"],
+                    help="f16: an f16 GGUF of the dequantised weights transformers runs (made once in the cache "
+                         "folder; what eval_backend llamacpp uses); gguf: the student's own GGUF (Q4_K_M); "
                          "both: one row each, against one transformers evaluation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="", help="how it was measured (machine, what ran beside it)")
