@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(x["prediction"] == y["prediction"] for x, y in zip(a.rows, b.rows, strict=True))
         identical = sum(x.output == y.output for x, y in zip(ours, theirs, strict=True))
         row = {"task": task.name, "mode": mode, "test_rows": len(test), "test_offset": args.test_offset,
-               "adapter": str(adapter), "train_rows": None if args.adapter else args.train_rows,
+               # never the adapter's path: the results are committed, and a path names this machine
+               "adapter": "given with --adapter" if args.adapter else "trained in this run",
+               "train_rows": None if args.adapter else args.train_rows,
                "epochs": args.epochs, "llamacpp_base": base, "llamacpp_seconds": round(ours_s, 2),
                "transformers_seconds": round(theirs_s, 2), "speedup": round(theirs_s / ours_s, 2),
                "same_prediction": round(same / len(test), 4), "same_output": round(identical / len(test), 4),
