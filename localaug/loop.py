@@ -35,6 +35,7 @@ from .observer import NullObserver, Observer
 from .protocols import Student, Teacher
 from .recipe import Recipe
 from .store import RunStore, iter_dir
+from .style import TextStyle
 from .task import Example, Judged, Task
 
 
@@ -212,10 +213,13 @@ class Loop:
         d = iter_dir(i)
         s = self.settings
 
+        style = (TextStyle.learn(self.task.dedup_text(e) for e in pool)
+                 if s.match_style and self.task.kind.name == "classification" else None)
+
         def work() -> dict[str, Any]:
             res: Candidates = augment(
                 self.task, self.teacher, targets, iteration=i, per_wrong=s.per_wrong, run_seed=s.seed,
-                max_retries=s.max_retries, shots=s.shots, pool=pool,
+                max_retries=s.max_retries, shots=s.shots, pool=pool, style=style,
                 progress=lambda done, n, info: (self.obs.progress(done, n, info),
                                                 halfway(f"augment:{i}", done, n)))
             self.store.write_examples(f"{d}/candidates.jsonl", res.accepted)
@@ -224,7 +228,8 @@ class Loop:
                     "parsed": len(res.accepted), "parse_rejected": len(res.rejected),
                     "parse_failure_rate": round(res.parse_failure_rate, 4), "repeats": res.repeats,
                     "repeat_rate": round(res.repeat_rate, 4), "cached": res.cached,
-                    "completion_tokens": res.completion_tokens, "teacher": self.teacher.identity}
+                    "completion_tokens": res.completion_tokens, "teacher": self.teacher.identity,
+                    **({"style": str(style)} if style is not None else {})}
 
         self.stage(i, "augment", len(targets) * s.per_wrong, work)
         return self.store.read_examples(f"{d}/candidates.jsonl")

@@ -256,12 +256,15 @@ class Recipe:
                 return {"candidates": len(candidates), "verified": len(candidates), "verifier": "none"}
             res = verify_with_teacher(
                 loop.task, loop.teacher, candidates, seed, run_seed=self.settings.seed, iteration=i,
+                refuse=self.settings.refuse_non_examples,
                 progress=lambda done, n, info: (loop.obs.progress(done, n, info),
                                                 halfway(f"verify:{i}", done, n)))
             store.write_examples(f"{d}/verified.jsonl", res.accepted)
             store.write_jsonl(f"{d}/rejected_verify.jsonl", res.rejected)
             return {"candidates": len(candidates), "verified": len(res.accepted),
-                    "verifier": "teacher (label)" if loop.task.kind.scored else "teacher (solves it again)"}
+                    "verifier": ("teacher (solves it again)" if not loop.task.kind.scored else
+                                 "teacher (label or not an example)" if self.settings.refuse_non_examples
+                                 else "teacher (label)")}
 
         loop.stage(i, "verify", len(candidates), work)
         kept = store.read_examples(f"{d}/verified.jsonl")
