@@ -13,6 +13,7 @@ Arms (each an ordinary localaug run; the same student, teacher, seed set and tra
     localaug-270m   the default recipe with the 270M model as its own teacher
     tune      plain fine-tuning on 3/4 of the seeds scored on the other 1/4: how the epochs are chosen
     localaug-filter, localaug-holdout   development variants of the recipe (consistency filter; held-out choice)
+    localaug-styled   v3 development: match_style and refuse_non_examples on (docs/task-cards.md)
 
 Phases keep development and confirmation apart: `dev` scores the first --test-size test rows; `confirm`
 skips the first 300 (the rows every development run scored) and should use data seeds no development run
@@ -51,6 +52,8 @@ ARMS: dict[str, dict[str, Any]] = {
     # Development variants of the recipe (docs/RESULTS.md, "Development"): the winner became the default.
     "localaug-filter": {"find_errors": "oof", "filter": "students"},
     "localaug-holdout": {"holdout": 0.25},
+    # v3 development on SST-2: the teacher's text in the seeds' style, and a verifier that may refuse non-examples.
+    "localaug-styled": {"match_style": True, "refuse_non_examples": True},
     # Choosing the training budget: plain fine-tuning on 3/4 of the seeds, scored on the held-out 1/4.
     "tune": {"recipe": "paper", "iterations": 1, "holdout": 0.25, "preflight": 0},
 }
