@@ -8,7 +8,7 @@ Compares, on the same prompts, model and sampling settings:
   seq       localaug's sequential path (LlamaCppTeacher, batched=False)
   batch8/16 localaug's batched path, 8 / 16 sequences per llama_decode
   cached    CachedTeacher(batch8) on an empty cache (pipeline overhead), then the same call again
-  http      HttpTeacher (8 concurrent requests) against `python -m llama_cpp.server` on 127.0.0.1
+  http      the server teacher (8 concurrent requests) against `python -m llama_cpp.server` on 127.0.0.1
   verify    the verifier on 16 demo candidates in one call (shared few-shot prefix, constrained labels):
             seconds per candidate, and the shared prefix's length
 and prints aggregate generated tokens/s and the ratios the issue asks for.
@@ -28,8 +28,8 @@ import urllib.request
 from pathlib import Path
 
 from localaug.protocols import GenerationRequest, Sampling
+from localaug.teacher import build_teacher
 from localaug.teacher.cache import CachedTeacher, GenerationCache
-from localaug.teacher.http import HttpTeacher
 from localaug.teacher.llamacpp import MIN_P, TOP_K, TYPICAL_P, LlamaCppTeacher
 
 QUESTIONS = [
@@ -188,7 +188,7 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.2)
-            ht = HttpTeacher(url, str(gguf), prefers_completion=True, concurrency=8)
+            ht = build_teacher(url=url, model=str(gguf), chat_template=False, concurrency=8)
             ht.generate(warm)
             out, secs = timed(lambda: ht.generate(reqs))
             record("http", tokens(out), secs)

@@ -23,8 +23,9 @@ Fraction = Field(ge=0, lt=1)
 
 # What each recipe sets when the user leaves the field open (measured in docs/RESULTS.md).
 RECIPES: dict[str, dict[str, Any]] = {
-    # The paper's loop: its prompt, one new example per wrong seed, every teacher example kept.
-    "paper": {"shots": 0, "verify": "none", "holdout": 0.0},
+    # The paper's loop: its prompt, one new example per wrong seed, every teacher example kept, and no teacher
+    # call before the first augment stage (no preflight).
+    "paper": {"shots": 0, "verify": "none", "holdout": 0.0, "preflight": 0},
     # localaug: out-of-fold error finding (a converged student gets its own seeds right), a same-label list
     # prompt with 3 samples per target, and teacher verification (docs/RESULTS.md, "Development").
     "localaug": {"shots": 4, "verify": "teacher", "holdout": 0.0, "per_wrong": 3, "find_errors": "oof", "folds": 2},
@@ -66,14 +67,18 @@ class Settings(Strict):
     filter: Literal["none", "students"] = Field(
         "none", description="students: keep a candidate only if a student that never saw its source agrees")
     eval_mode: Literal["score", "generate"] | None = Field(None, description="None: the task's default")
-    student: str = Field(DEFAULT_STUDENT, description="model card name or path, or module:factory")
+    student: str = Field(DEFAULT_STUDENT, description="model card name or path, or an installed plug-in's name")
     student_settings: dict[str, Any] = Field(default_factory=dict, description="card overrides: {epochs: 3}")
-    teacher: str = Field(DEFAULT_TEACHER, description="model card name or path, or module:factory")
+    teacher: str = Field(DEFAULT_TEACHER, description="model card name or path, or an installed plug-in's name")
     teacher_settings: dict[str, Any] = Field(default_factory=dict,
                                              description="card overrides: {n_ctx: 4096, batch_sequences: 4}")
     teacher_url: str | None = Field(None, pattern=r"^https?://",
                                     description="OpenAI-compatible server: the only way localaug opens a socket")
-    teacher_model: str | None = None
+    teacher_urls: list[str] | None = Field(None, min_length=1,
+                                           description="several servers of one model: a pool (docs/teachers.md)")
+    teacher_model: str | None = Field(None, description="model name on the server(s) (None: the one they serve)")
+    teacher_identity: str | None = Field(None, description="the served teacher's cache identity (None: the model "
+                                                           "the servers report)")
     teacher_api_key_env: str = "OPENAI_API_KEY"
     cache_path: str | None = Field(None, description="teacher cache file (None: the user cache dir)")
     dedup: dict[str, Any] = Field(default_factory=dict, description="DedupConfig fields")
@@ -85,15 +90,29 @@ class Settings(Strict):
             raise ValueError("give seed_size or seed_fraction, not both")
         if self.filter == "students" and self.find_errors != "oof":
             raise ValueError("filter: students needs find_errors: oof (its students judge the candidates)")
+        if self.teacher_url and self.teacher_urls:
+            raise ValueError("give teacher_url or teacher_urls, not both")
+        bad = [u for u in self.teacher_urls or [] if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"teacher_urls: '{bad[0]}' must look like http://HOST:PORT/v1")
         return self
+
+    @property
+    def teacher_servers(self) -> list[str]:
+        """The configured teacher servers (none: the in-process teacher)."""
+        return list(self.teacher_urls or ([self.teacher_url] if self.teacher_url else []))
 
     @property
     def training_seed(self) -> int:
         return self.seed if self.train_seed is None else self.train_seed
 
     def fingerprint(self) -> str:
-        """What makes two runs the same run (the output dir is not part of it)."""
-        d = self.model_dump(exclude={"out"})
+        """What makes two runs the same run. Not the output dir, nor the teacher servers' addresses: a run
+        resumed with another replica or a moved server is the same run (the teacher's model is checked)."""
+        d = self.model_dump(exclude={"out", "teacher_urls"})
+        d["teacher_url"] = None  # kept as a key (and a new field left unset is left out): older runs keep theirs
+        if d.get("teacher_identity") is None:
+            d.pop("teacher_identity", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

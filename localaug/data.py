@@ -8,6 +8,7 @@ read through `datasets` and errors name the row.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -79,12 +80,22 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark (Windows editors write one); a byte that is
+    not UTF-8 is reported with its line, since that is where the user looks."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise UserError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}: save the file as UTF-8)",
+                        file=path, line=line) from None
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     rows = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=path) from None
+    text = _read_text(path)
     # split on "\n" only: str.splitlines() also breaks at U+2028 inside JSON strings (GSM8K has some).
     for no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -101,17 +112,14 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:
     rows = []
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
     try:
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            for row in reader:
-                if None in row:  # more cells than header columns
-                    raise UserError("row has more cells than the header", file=path, line=reader.line_num)
-                rows.append((reader.line_num, dict(row)))
-    except UnicodeDecodeError as e:
-        raise UserError(f"not UTF-8 text ({e.reason})", file=path) from None
+        for row in reader:
+            if None in row:  # more cells than header columns
+                raise UserError("row has more cells than the header", file=path, line=reader.line_num)
+            rows.append((reader.line_num, dict(row)))
     except csv.Error as e:
-        raise UserError(f"malformed CSV ({e})", file=path) from None
+        raise UserError(f"malformed CSV ({e})", file=path, line=reader.line_num) from None
     return rows
 
 

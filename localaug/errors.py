@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -30,3 +31,8 @@ class UserError(Exception):
             where = self.file + (f":{self.line}" if self.line is not None else "") + ": "
         what = f"field '{self.field}': " if self.field else ""
         return f"{where}{what}{self.message}"
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, on one line whatever the message holds (a library's multi-line text included)."""
+    sys.stderr.write("localaug: warning: " + " ".join(message.split()) + "\n")

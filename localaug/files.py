@@ -7,6 +7,7 @@ renamed into place, so a process killed at any moment leaves the old version or 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,7 +20,43 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import UserError
+
 CACHE_DIR_ENV = "LOCALAUG_CACHE_DIR"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_ALLOWED = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted"}
+
+
+def _size(path: Path) -> int:
+    """Bytes under `path` (a file or a folder), 0 if it is gone."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _amount(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def disk_fault(e: BaseException, path: Path, written: int | None = None) -> UserError | None:
+    """One line for a write that the machine refused (no space left, read-only, not permitted), naming what was
+    being written and how much of it; None for any other error. Libraries that write themselves (safetensors)
+    raise their own types, so the message is read too."""
+    code = getattr(e, "errno", None)
+    full = code in _DISK_FULL or "No space left on device" in str(e) or "disk is full" in str(e)
+    if not full and code not in _NOT_ALLOWED:
+        return None
+    size = "" if written is None else f", {_amount(written)} written when it stopped"
+    why = "no space left on the device" if full else _NOT_ALLOWED[code]  # type: ignore[index]
+    return UserError(f"cannot write this ({why}{size}); nothing half-written was kept: free space or fix the "
+                     "folder, then rerun the same command to resume", file=path)
 
 
 def cache_dir() -> Path:
@@ -32,14 +69,19 @@ def cache_dir() -> Path:
 def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """A file object on a temp name next to `path`; renamed over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        fault = disk_fault(e, path, _size(tmp))
+        if fault is None:
+            raise
+        raise fault from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -66,10 +108,19 @@ def atomic_dir(final: Path, *, replace: bool = True) -> Iterator[Path]:
     replace=True: an existing `final` is moved aside first and dropped after the rename (an adapter
     retrained on resume). replace=False: if another process made `final` meanwhile, theirs is kept."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        yield tmp
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    except OSError as e:
+        raise disk_fault(e, final) or e from None
+    try:
+        try:
+            yield tmp
+        except Exception as e:  # noqa: BLE001 - a library's own error type for a full disk (safetensors)
+            fault = disk_fault(e, final, _size(tmp))
+            if fault is None:
+                raise
+            raise fault from None
         tmp.chmod(0o755)  # mkdtemp makes it private; ours are as readable as any other folder
         old = None
         if final.exists() and replace:

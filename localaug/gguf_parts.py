@@ -9,22 +9,29 @@ damaged piece never leaves a half-made model behind. Nothing is downloaded.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from importlib.resources import files
 from pathlib import Path
 
 from .errors import UserError
 from .files import atomic_file, cache_dir, remember_sha256, sha256_file
+from .modelcards import package_dir
 
 
 def _piece(package: str) -> Path | None:
-    """The one `data/*.bin` file a part package holds, or None when the package is not installed."""
-    if importlib.util.find_spec(package) is None:
+    """The one `data/*.bin` file a part package holds, or None when the package is not installed. Found
+    without importing the package: a card names it, and a card is data, never code."""
+    folder = package_dir(package)
+    if folder is None:
         return None
-    found = sorted(Path(str(p)) for p in files(package).joinpath("data").iterdir() if p.name.endswith(".bin"))
+    data = folder / "data"
+    found = sorted(p for p in data.iterdir() if p.name.endswith(".bin")) if data.is_dir() else []
     if len(found) != 1:
         raise UserError(f"part package '{package}' should hold one data/*.bin file, it holds {len(found)}")
     return found[0]
+
+
+def missing_parts(packages: list[str]) -> list[str]:
+    """The distribution names of the part packages that are not installed."""
+    return [pkg.replace("_", "-") for pkg in packages if package_dir(pkg) is None]
 
 
 def assemble(name: str, packages: list[str], size: int, sha256: str, install: str,

@@ -8,8 +8,9 @@ below are the only defaults of these settings.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -21,10 +22,24 @@ DEFAULT_STUDENT = "gemma3-270m"  # the CPU student
 DEFAULT_TEACHER = "qwen2.5-coder-1.5b"  # a teacher that can teach (docs/teachers.md)
 
 
+# A top-level package name: finding it (importlib.util.find_spec) never runs code, as a dotted name would.
+PACKAGE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+GGUF_MAGIC = b"GGUF"
+
+
+def package_dir(name: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it (None: not installed)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 class GgufParts(Strict):
     """A GGUF shipped on PyPI in pieces, one package each (see gguf_parts.py)."""
 
-    packages: list[str] = Field(min_length=1, description="import names of the part packages, in order")
+    packages: list[Annotated[str, Field(pattern=PACKAGE_NAME)]] = Field(
+        min_length=1, description="import names of the part packages, in order")
     size: int = Field(gt=0, description="bytes of the joined file")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     install: str = Field(description="the command that installs the parts, for error messages")
@@ -33,7 +48,9 @@ class GgufParts(Strict):
 class Source(Strict):
     """Where the weights are: exactly one key."""
 
-    gguf_package: str | None = Field(None, description="a Python package whose assemble() returns a GGUF path")
+    gguf_package: str | None = Field(None, pattern=PACKAGE_NAME,
+                                     description="a model package: its data/ folder holds the GGUF's pieces and "
+                                                 "its assemble() returns the joined GGUF's path")
     gguf_parts: GgufParts | None = None
     gguf_path: str | None = None
     hf_path: str | None = Field(None, description="a local Hugging Face folder with *.safetensors")
@@ -106,15 +123,8 @@ class ModelCard(Strict):
                 raise UserError(f"GGUF file not found: {p}", file=self.path, field="source.gguf_path")
             return p
         if src.gguf_package is not None:
-            try:
-                mod = importlib.import_module(src.gguf_package)
-            except ImportError:
-                raise UserError(
-                    f"model package '{src.gguf_package}' is not installed "
-                    f"(pip install {src.gguf_package.replace('_', '-')})",
-                    file=self.path, field="source.gguf_package",
-                ) from None
-            return Path(mod.assemble())
+            self.check_source()  # a model package (a data/ folder) before anything of it is imported
+            return Path(importlib.import_module(src.gguf_package).assemble())
         if src.gguf_parts is not None:
             from .gguf_parts import assemble
 
@@ -122,6 +132,41 @@ class ModelCard(Strict):
             return assemble(self.name or "model", parts.packages, parts.size, parts.sha256, parts.install, self.path)
         raise UserError("card has no GGUF source (gguf_path, gguf_package or gguf_parts)", file=self.path,
                         field="source")
+
+    def check_source(self) -> None:
+        """The weights are where the card says, in a format loaded without running code (safetensors, GGUF);
+        checked without loading, joining or converting anything (the pre-run checks call this)."""
+        src, where = self.source, self.path
+        if src.hf_path is not None:
+            from .student.weights import check_hf_dir
+
+            check_hf_dir(Path(src.hf_path).expanduser(), self)
+        elif src.gguf_path is not None:
+            p = Path(src.gguf_path).expanduser()
+            if not p.is_file():
+                raise UserError(f"GGUF file not found: {p}", file=where, field="source.gguf_path")
+            with p.open("rb") as f:
+                if f.read(4) != GGUF_MAGIC:
+                    raise UserError(f"{p} is not a GGUF file (it does not start with 'GGUF')", file=where,
+                                    field="source.gguf_path")
+        elif src.gguf_package is not None:
+            d = package_dir(src.gguf_package)
+            if d is None:
+                raise UserError(f"model package '{src.gguf_package}' is not installed "
+                                f"(pip install {src.gguf_package.replace('_', '-')})",
+                                file=where, field="source.gguf_package")
+            if not (d / "data").is_dir():
+                raise UserError(f"'{src.gguf_package}' is not a model package (no data/ folder in {d})",
+                                file=where, field="source.gguf_package")
+        elif src.gguf_parts is not None:
+            from .gguf_parts import missing_parts
+
+            parts = src.gguf_parts
+            missing = missing_parts(parts.packages)
+            if missing:
+                raise UserError(f"the model '{self.name}' needs {len(parts.packages)} part packages; not installed: "
+                                f"{', '.join(missing[:3])}{' and more' if len(missing) > 3 else ''} (install them "
+                                f"with: {parts.install})", file=where, field="source.gguf_parts")
 
 
 def builtin_card_names() -> list[str]:

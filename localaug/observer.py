@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .records import IterationRow, StageSummary
 
 
 class Observer(Protocol):
     def note(self, message: str) -> None: ...
     def stage_start(self, iteration: int, stage: str, total: int) -> None: ...
     def progress(self, done: int, total: int, info: dict[str, Any]) -> None: ...
-    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None: ...
-    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None: ...
+    def stage_end(self, iteration: int, stage: str, summary: StageSummary) -> None: ...
+    def iteration_end(self, iteration: int, row: IterationRow) -> None: ...
 
 
 class NullObserver:
@@ -23,8 +26,8 @@ class NullObserver:
     def progress(self, done: int, total: int, info: dict[str, Any]) -> None:
         pass
 
-    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None:
+    def stage_end(self, iteration: int, stage: str, summary: StageSummary) -> None:
         pass
 
-    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None:
+    def iteration_end(self, iteration: int, row: IterationRow) -> None:
         pass

@@ -7,7 +7,7 @@ Nothing here imports torch or llama_cpp.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -133,7 +133,10 @@ class Completion:
 
 @runtime_checkable
 class Teacher(Protocol):
-    identity: str  # stable identity used in cache keys (file hash for GGUF, name + url for HTTP)
+    """A text generator. A backend that only answers whole batches subclasses `TeacherBase`, which gives it
+    `generate_stream` and `close`."""
+
+    identity: str  # stable identity used in cache keys (file hash for GGUF, the served model for HTTP)
     prefers_completion: bool  # True for base models without a chat template
 
     def generate(
@@ -141,3 +144,32 @@ class Teacher(Protocol):
     ) -> list[list[Completion]]:
         """One list of `request.n` completions per request, in request order."""
         ...
+
+    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, int, Completion]]:
+        """(request index, sample index, completion) for each sample, as soon as it is done, in any order:
+        the cache stores each one at once, so a killed run loses none."""
+        ...
+
+    def close(self) -> None:
+        """Free the model now (a later call may load it again)."""
+        ...
+
+
+class TeacherBase:
+    """`generate_stream` and `close` for a teacher that generates whole batches and holds nothing to free."""
+
+    stream_chunk = 8  # requests per `generate` call when streaming: what a killed run can lose at most
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
+    ) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, int, Completion]]:
+        for lo in range(0, len(requests), self.stream_chunk):
+            for dr, comps in enumerate(self.generate(requests[lo : lo + self.stream_chunk])):
+                for si, comp in enumerate(comps):
+                    yield lo + dr, si, comp
+
+    def close(self) -> None:
+        pass

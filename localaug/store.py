@@ -3,6 +3,9 @@
 Every file is written to a temp name and renamed. A stage counts as done only when its marker is in
 manifest.json, and the marker is written after the stage's artefacts, so a run killed at any moment
 resumes at the first stage whose marker is missing and never redoes a finished one.
+
+The store is the only writer of manifest.json: the loop, the recipe and the CLI hand it typed records
+(records.py) through the `record_*` methods and read `store.manifest`, never change it.
 """
 
 from __future__ import annotations
@@ -15,15 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, layout
 from .config import Settings, save_config
 from .errors import UserError
 from .files import atomic_write_text, read_jsonl, write_jsonl_atomic
+from .layout import CONFIG, LOCK, MANIFEST, Folder
+from .records import FinalModel, IterationRow, Manifest, Preflight, StageSummary, TeacherServer
 from .task import Example
-
-MANIFEST = "manifest.json"
-CONFIG = "config.yaml"
-LOCK = ".lock"
 
 
 def _versions() -> dict[str, str]:
@@ -42,7 +43,14 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._lock_fd: int | None = None
-        self.manifest: dict[str, Any] = {}
+        self._manifest: Manifest | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        """The run's record as it stands (read it; change it through the `record_*` methods)."""
+        if self._manifest is None:
+            raise RuntimeError("the run directory is not open")
+        return self._manifest
 
     # ------------------------------------------------------------------ open / lock
 
@@ -55,8 +63,12 @@ class RunStore:
             raise UserError("exists and is not a directory", file=store.root)
         if manifest_path.exists():
             store._lock()
-            store.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if store.manifest.get("config_fingerprint") != config.fingerprint():
+            try:
+                store._manifest = _read_manifest(manifest_path)
+            except UserError:
+                store.unlock()
+                raise
+            if store.manifest.config_fingerprint != config.fingerprint():
                 store.unlock()
                 raise UserError("holds another run (its config differs); pass another --out, or "
                                 "--resume to continue it with its own config", file=store.root)
@@ -65,29 +77,20 @@ class RunStore:
             raise UserError("is not empty and holds no localaug run; pass another --out", file=store.root)
         store.root.mkdir(parents=True, exist_ok=True)
         store._lock()
-        store.manifest = {
-            "localaug_run": 1,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config_fingerprint": config.fingerprint(),
-            "versions": _versions(),
-            "models": {},
-            "stages": {},
-            "iterations": {},
-        }
+        store._manifest = Manifest(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                   config_fingerprint=config.fingerprint(), versions=_versions())
         save_config(config, store.root / CONFIG)
-        store.save_manifest()
+        store._save()
         return store
 
     @classmethod
     def open_existing(cls, root: Path) -> RunStore:
+        """A run directory to read (a report, a listing): no lock, nothing written."""
         store = cls(root)
         path = store.root / MANIFEST
         if not path.exists():
             raise UserError("is not a localaug run directory (no manifest.json)", file=store.root)
-        try:
-            store.manifest = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"manifest is not valid JSON ({e.msg})", file=path, line=e.lineno) from None
+        store._manifest = _read_manifest(path)
         return store
 
     def _lock(self) -> None:
@@ -111,25 +114,57 @@ class RunStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    # ------------------------------------------------------------------ stages and files
+    # ------------------------------------------------------------------ the manifest: the only writer
 
-    def save_manifest(self) -> None:
-        atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True))
+    def _save(self) -> None:
+        atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest.to_json(), indent=2, sort_keys=True))
 
-    def stage_done(self, name: str) -> bool:
-        return bool(self.manifest["stages"].get(name, {}).get("done"))
+    def stage_done(self, key: str) -> bool:
+        return key in self.manifest.stages
 
-    def mark_done(self, name: str, **info: Any) -> None:
-        self.manifest["stages"][name] = {"done": True, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                         **info}
-        self.save_manifest()
+    def summary(self, key: str) -> StageSummary:
+        """The summary a finished stage recorded (KeyError: not finished)."""
+        return self.manifest.stages[key]
 
-    def stage_info(self, name: str) -> dict[str, Any]:
-        return dict(self.manifest["stages"].get(name, {}))
+    def mark_done(self, key: str, summary: StageSummary) -> None:
+        """Mark a stage done, after its artefacts are written: the resume point moves past it."""
+        self.manifest.stages[key] = summary.model_copy(update={"finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self._save()
 
-    def set_iteration(self, i: int, **info: Any) -> None:
-        self.manifest["iterations"].setdefault(f"{i:02d}", {}).update(info)
-        self.save_manifest()
+    def record_iteration(self, row: IterationRow) -> IterationRow:
+        """A finished round, with the seconds its stages took."""
+        folder = layout.round_folder(row.iteration).path + "/"
+        seconds = sum(v.seconds for k, v in self.manifest.stages.items() if k.startswith(folder))
+        row = row.model_copy(update={"seconds": round(seconds, 1)})
+        self.manifest.iterations[f"{row.iteration:02d}"] = row
+        self._save()
+        return row
+
+    def record_models(self, *, student: str | None = None, teacher: str | None = None,
+                      teacher_cache: str | None = None) -> None:
+        """The identities of the models the run used (and where the teacher's cache is)."""
+        models = {**self.manifest.models, **{k: v for k, v in (("student", student), ("teacher", teacher)) if v}}
+        update: dict[str, Any] = {"models": models}
+        if teacher_cache is not None:
+            update["teacher_cache"] = teacher_cache
+        self._manifest = self.manifest.model_copy(update=update)
+        self._save()
+
+    def record_preflight(self, preflight: Preflight) -> None:
+        self._manifest = self.manifest.model_copy(update={"preflight": preflight})
+        self._save()
+
+    def record_teacher_servers(self, servers: list[TeacherServer]) -> None:
+        """The teacher's servers and what each answered (teacher/record.py)."""
+        self._manifest = self.manifest.model_copy(update={"teacher_servers": servers})
+        self._save()
+
+    def finish(self, final: FinalModel | None, stopped_early: str | None) -> None:
+        self._manifest = self.manifest.model_copy(update={"final": final, "finished": True,
+                                                          "stopped_early": stopped_early})
+        self._save()
+
+    # ------------------------------------------------------------------ files
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -146,11 +181,25 @@ class RunStore:
     def read_examples(self, rel: str) -> list[Example]:
         return [Example.from_json(r) for r in self.read_jsonl(rel)]
 
-    def stage_seconds(self, folder: str) -> float:
-        """Seconds spent in the finished stages under `folder` (one iteration's)."""
-        return round(sum(v.get("seconds", 0.0) for k, v in self.manifest["stages"].items()
-                         if k.startswith(folder + "/")), 1)
+    def rejections(self, folder: Folder) -> list[dict[str, Any]]:
+        """Every filter's rejections in a round (rejected_<step>.jsonl), in the order the filters run."""
+        order = {step: k for k, step in enumerate(layout.FILTER_ORDER)}
+
+        def rank(f: Path) -> tuple[int, str]:
+            return order.get(f.stem.removeprefix(layout.REJECTED_PREFIX), len(order)), f.name
+
+        files = sorted(self.path(folder.path).glob(f"{layout.REJECTED_PREFIX}*.jsonl"), key=rank)
+        return [r for f in files for r in read_jsonl(f)]
 
 
-def iter_dir(i: int) -> str:
-    return f"iter_{i:02d}"
+def _read_manifest(path: Path) -> Manifest:
+    from pydantic import ValidationError
+
+    try:
+        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as e:
+        raise UserError(f"manifest is not valid JSON ({e.msg})", file=path, line=e.lineno) from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise UserError(f"not a manifest this localaug can read ({err['msg']})", file=path, field=where) from None

@@ -67,7 +67,7 @@ def label_request(task: Task, teacher: Teacher, example: Example, shots: list[Ex
                   non_examples: Sequence[tuple[int, str]] = ()) -> GenerationRequest:
     """Ask for `example`'s answer: the student's format, few-shot; for maths, a worked solution.
     `non_examples`: (position among the shots, text) of shots answered NOT_AN_EXAMPLE, which the answer may be."""
-    if task.kind.scored:
+    if task.kind.has_choices:
         choices = task.eval_item(example, "score").choices or ()
         prompt = prompts_of(task).verify(example, shots)
         if non_examples:
@@ -108,7 +108,7 @@ def non_example_shots(task: Task, pool: Sequence[Example], n_shots: int, seed: i
 
 def read_answer(task: Task, example: Example, text: str) -> str | None:
     """The teacher's answer as a prediction: the choice it picked, else whatever the text says."""
-    if task.kind.scored:
+    if task.kind.has_choices:
         if text.strip() == NOT_AN_EXAMPLE.strip():  # the verifier refused it as no example of the task
             return None
         choices = task.eval_item(example, "score").choices or ()

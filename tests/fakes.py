@@ -23,6 +23,7 @@ from localaug.protocols import (
     EvalResult,
     GenerationRequest,
     ProgressFn,
+    TeacherBase,
     TrainItem,
     TrainStats,
 )
@@ -42,6 +43,14 @@ class FakeStudent:
         self.settings = settings  # a plug-in receives the run's student settings (e.g. epochs)
         self.train_calls = 0
         self.delay = float(os.environ.get("FAKE_STUDENT_DELAY", "0"))
+
+    @property
+    def max_length(self) -> int:
+        """The context the pre-run checks measure rows against (a real student's is its card's max_length)."""
+        return int(self.settings.get("max_length", 256))  # type: ignore[call-overload]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())  # a word is a token to this student
 
     def train(self, items: Sequence[TrainItem], out_dir: Path, seed: int,
               progress: ProgressFn | None = None) -> TrainStats:
@@ -84,7 +93,7 @@ class FakeStudent:
         return out
 
 
-class FakeTeacher:
+class FakeTeacher(TeacherBase):
     prefers_completion = True
 
     def __init__(self, **settings: object) -> None:

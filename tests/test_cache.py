@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from localaug.cli import main
 from localaug.cli.cache import cache as cache_cli
-from localaug.protocols import Completion, GenerationRequest, ProgressFn, Sampling, Teacher
+from localaug.protocols import Completion, GenerationRequest, ProgressFn, Sampling, Teacher, TeacherBase
 from localaug.teacher.cache import SCHEMA_VERSION, CachedTeacher, GenerationCache, default_cache_path, generation_key
 
 S = Sampling(temperature=0.7, max_tokens=8, seed=5)
 
 
-class EchoTeacher:
+class EchoTeacher(TeacherBase):
     """A deterministic stand-in for the cache-logic tests (the real model is used further down)."""
 
     kind = "echo"
@@ -74,6 +75,34 @@ def test_identical_requests_in_one_call_are_generated_once(tmp_path: Path) -> No
     r = GenerationRequest(sampling=S, prompt="same")
     out = t.generate([r, r, r])
     assert inner.calls == 1 and [o[0].text for o in out] == ["same|5"] * 3
+
+
+class BatchingEcho(EchoTeacher):
+    """Says its output depends on its batch (as llama.cpp's does): groups of 3 samples."""
+
+    batch_group = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
+                 ) -> list[list[Completion]]:
+        self.batches.append([f"{r.prompt}|{r.sampling.seed}" for r in requests])
+        return super().generate(requests, progress)
+
+
+def test_a_batching_teacher_gets_fixed_groups_by_position_stored_whole(tmp_path: Path) -> None:
+    cache = GenerationCache(tmp_path / "c.sqlite")
+    reqs = [GenerationRequest(sampling=S, prompt=p) for p in "abcdefg"]
+    # An earlier, killed call stored the whole first group, and another run happened to make "e".
+    CachedTeacher(BatchingEcho(), cache).generate(reqs[:3])
+    CachedTeacher(EchoTeacher(), cache).generate([reqs[4]])
+    inner = BatchingEcho()
+    out = CachedTeacher(inner, cache).generate(reqs)
+    assert [o[0].text for o in out] == [f"{p}|5" for p in "abcdefg"]
+    # Groups by position in the call (abc, def, g), never by what is missing (d, f, g in one batch).
+    assert inner.batches == [["d|5", "f|5"], ["g|5"]]
 
 
 def test_schema_version_stats_clear_and_default_location(tmp_path: Path, monkeypatch) -> None:
@@ -145,6 +174,7 @@ def test_cli_stats_and_clear(tmp_path: Path) -> None:
 
 _CHILD = textwrap.dedent(
     """
+    import hashlib
     import sys
     from localaug.teacher.cache import CachedTeacher, GenerationCache
     from localaug.protocols import GenerationRequest, Sampling
@@ -158,12 +188,13 @@ _CHILD = textwrap.dedent(
         print("done", done, flush=True)
     out = t.generate(reqs, progress=progress)
     print("calls", t.model_calls, "hits", t.cache_hits, flush=True)
+    print("texts", hashlib.sha256(repr([[c.text for c in r] for r in out]).encode()).hexdigest(), flush=True)
     """
 )
 
 
-def _child(db: Path, n_req: int, max_tokens: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "LOCALAUG_CACHE_DIR": str(db.parent)}
+def _child(db: Path, n_req: int, max_tokens: int, failpoint: str | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "LOCALAUG_CACHE_DIR": str(db.parent), "LOCALAUG_FAILPOINT": failpoint or ""}
     return subprocess.Popen([sys.executable, "-c", _CHILD, str(db), str(n_req), str(max_tokens)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
@@ -184,32 +215,26 @@ def test_second_identical_call_makes_zero_model_calls(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_killed_run_keeps_every_finished_completion(tmp_path: Path) -> None:
+def test_a_kill_inside_a_batch_group_keeps_the_groups_before_it_and_reruns_to_the_same_text(tmp_path: Path) -> None:
+    # 18 samples, 4 decoded at a time: groups of 16 (GROUP_BATCHES 4) and 2. The failpoint kills the child at the
+    # first completion of the second group, before that group is stored.
+    clean = _child(tmp_path / "clean.sqlite", 9, 12)
+    out, _ = clean.communicate(timeout=300)
+    assert clean.returncode == 0
+    texts = out.strip().splitlines()[-1]
     db = tmp_path / "c.sqlite"
-    n_req, max_tokens = 12, 24  # 24 samples, 4 decoded at a time
-    p = _child(db, n_req, max_tokens)
-    finished = 0
-    try:
-        assert p.stdout is not None
-        for line in p.stdout:
-            if line.startswith("done"):
-                finished = int(line.split()[1])
-                if finished >= 6:
-                    break
-        p.send_signal(signal.SIGKILL)  # no cleanup, no atexit: only what was committed survives
-    finally:
-        p.kill()
-        p.wait(30)
-    assert p.returncode == -signal.SIGKILL
-    assert 6 <= finished < 2 * n_req, "the child finished before it could be killed"
-    stored = GenerationCache(db).stats().entries
-    assert stored >= finished  # every completion reported done was already committed
+    killed = _child(db, 9, 12, failpoint="teacher:batch1")
+    said, _ = killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert int(said.strip().splitlines()[-1].split()[1]) == 17  # the group's first completion was made...
+    assert GenerationCache(db).stats().entries == 16  # ...and only the whole group before it was stored
 
-    rerun = _child(db, n_req, max_tokens)
+    rerun = _child(db, 9, 12)
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0
-    calls, hits = (int(x) for x in out.strip().splitlines()[-1].split()[1::2])
-    assert hits == stored and calls == 2 * n_req - stored
+    calls, hits = (int(x) for x in out.strip().splitlines()[-2].split()[1::2])
+    assert (calls, hits) == (2, 16)
+    assert out.strip().splitlines()[-1] == texts  # the resumed call wrote what the uninterrupted one did
 
 
 def _filled_cache(path: Path) -> None:
@@ -220,26 +245,38 @@ def _filled_cache(path: Path) -> None:
     c.close()
 
 
-@pytest.mark.parametrize("damage", ["random bytes", "truncated", "newer schema"])
-def test_a_damaged_cache_is_set_aside_never_a_traceback(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "a damaged page", "newer schema"])
+def test_a_damaged_cache_is_reported_by_stats_and_set_aside_by_a_writer(tmp_path: Path, damage: str,
+                                                                        capfd: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.sqlite"
     _filled_cache(path)
     if damage == "random bytes":
         path.write_bytes(random.Random(0).randbytes(8192))
     elif damage == "truncated":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "a damaged page":  # SQLite's integrity check says so over two lines
+        data = bytearray(path.read_bytes())
+        data[4096 * 10: 4096 * 11] = random.Random(1).randbytes(4096)
+        path.write_bytes(bytes(data))
     else:
-        with sqlite3.connect(path) as db:
+        db = sqlite3.connect(path)
+        with db:
             db.execute("UPDATE schema_version SET version = 99")
+        db.close()  # the last connection: SQLite folds the log back and removes its side files
     before = path.read_bytes()
-    res = CliRunner().invoke(cache_cli, ["stats", "--path", str(path)], env={"COLUMNS": "60"})
-    assert res.exit_code == 0 and res.exception is None, res.output
-    assert "entries: 0" in res.output  # a fresh cache was started
+    # `cache stats` reads: it reports the damage in one line and changes nothing, not even a side file.
+    res = CliRunner().invoke(main, ["cache", "stats", "--path", str(path)], env={"COLUMNS": "60"})
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and "not usable" in res.stderr and "left as it is" in res.stderr
+    assert sorted(tmp_path.iterdir()) == [path] and path.read_bytes() == before
+    # A writer (a run, generate, cache clear) sets it aside in one warning line and goes on with a new one.
+    capfd.readouterr()
+    t = CachedTeacher(EchoTeacher(), GenerationCache(path))
+    warning = capfd.readouterr().err
+    assert warning.count("\n") == 1 and warning.startswith("localaug: warning: the teacher cache"), warning
     aside = sorted(tmp_path.glob("c.sqlite.damaged-*"))
     assert aside and aside[0].read_bytes() == before  # the damaged file is kept, untouched, for inspection
-    assert f"moved it to {aside[0]}" in res.output.replace("\n", " ")
-    # A run with that cache path goes on: the new cache works.
-    t = CachedTeacher(EchoTeacher(), GenerationCache(path))
+    assert f"moved it to {aside[0]}" in warning
     assert t.generate([GenerationRequest(sampling=S, prompt="a")])[0][0].text
 
 

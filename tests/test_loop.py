@@ -10,6 +10,8 @@ import pytest
 from localaug.config import RunConfig, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
+from localaug.observer import NullObserver
+from localaug.records import AugmentSummary, PrepareSummary
 from localaug.store import RunStore
 from localaug.task import load_task
 from localaug.teacher.cache import CachedTeacher, GenerationCache
@@ -37,8 +39,8 @@ def test_loop_follows_the_algorithm(tmp_path: Path) -> None:
     assert len(seed) == 18
     d0 = [json.loads(x) for x in (root / "iter_00/train.jsonl").read_text().splitlines()]
     assert d0 == seed  # D_0 = seed
-    rows = loop.store.manifest["iterations"]
-    assert len(rows) == 3, loop.store.manifest.get("stopped_early")
+    rows = loop.store.manifest.rows()
+    assert len(rows) == 3, loop.store.manifest.stopped_early
     assert student.train_calls == len(rows)
     for i in range(len(rows) - 1):
         ev = [json.loads(x) for x in (root / f"iter_{i:02d}/eval_seed.jsonl").read_text().splitlines()]
@@ -56,7 +58,7 @@ def test_loop_follows_the_algorithm(tmp_path: Path) -> None:
     # The final iteration trains and evaluates but generates nothing.
     last = len(rows) - 1
     assert not (root / f"iter_{last:02d}/augment.jsonl").exists()
-    assert loop.store.manifest["finished"] is True
+    assert loop.store.manifest.finished is True
 
 
 def test_rerun_redoes_nothing_and_calls_no_teacher(tmp_path: Path) -> None:
@@ -64,7 +66,7 @@ def test_rerun_redoes_nothing_and_calls_no_teacher(tmp_path: Path) -> None:
     before = (loop.store.root / "manifest.json").read_text()
     loop2, teacher2, student2 = _run(tmp_path)
     assert student2.train_calls == 0 and teacher2.calls == 0
-    assert json.loads(before)["stages"] == loop2.store.manifest["stages"]
+    assert json.loads(before)["stages"] == loop2.store.manifest.to_json()["stages"]
 
 
 def test_same_seed_same_data_new_dir_uses_cache(tmp_path: Path) -> None:
@@ -141,13 +143,13 @@ def test_trec_seed_54_three_iterations_on_shared_data(tmp_path: Path, data_dir: 
     store = RunStore.open_for_run(tmp_path / "trec", cfg)
     teacher = CachedTeacher(FakeTeacher(), GenerationCache(tmp_path / "c.sqlite"))
     result = Loop(task, cfg, store, FakeStudent(), lambda: teacher).run()
-    assert store.manifest["stages"]["prepare"]["seed_size"] == 54
-    assert store.manifest["stages"]["prepare"]["test_size"] == 500
+    prepared = store.summary("prepare")
+    assert isinstance(prepared, PrepareSummary) and prepared.seed_size == 54 and prepared.test_size == 500
     assert len(result.iterations) == 3, result.stopped_early
     # The default recipe: every seed example in the loop, errors found out of fold, no final retraining.
-    assert store.manifest["stages"]["prepare"]["holdout_size"] == 0 and result.iterations[0]["train_size"] == 54
-    assert (store.root / "iter_00" / "eval_oof.jsonl").exists() and "oof_accuracy" in result.iterations[0]
-    assert result.iterations[1]["train_size"] > result.iterations[0]["train_size"]
+    assert prepared.holdout_size == 0 and result.iterations[0].train_size == 54
+    assert (store.root / "iter_00" / "eval_oof.jsonl").exists() and result.iterations[0].oof_accuracy is not None
+    assert result.iterations[1].train_size > result.iterations[0].train_size
     assert result.final is None
 
 
@@ -156,8 +158,8 @@ def test_untargeted_control_asks_about_as_many_random_seed_examples(tmp_path: Pa
     root = loop.store.root
     ev = [json.loads(x) for x in (root / "iter_00/eval_seed.jsonl").read_text().splitlines()]
     n_wrong = sum(not r["correct"] for r in ev)
-    info = loop.store.stage_info("iter_00/augment")
-    assert info["wrong"] == n_wrong  # same budget as the targeted loop
+    info = loop.store.summary("iter_00/augment")
+    assert isinstance(info, AugmentSummary) and info.wrong == n_wrong  # same budget as the targeted loop
     asked = {r["seed_id"] for r in loop.store.read_jsonl("iter_00/rejected_parse.jsonl")} | {
         r["meta"]["seed_id"] for r in loop.store.read_jsonl("iter_00/candidates.jsonl")}
     right = {r["id"] for r in ev if r["correct"]}
@@ -191,3 +193,34 @@ def test_the_teacher_is_freed_when_the_run_ends(tmp_path: Path) -> None:
     assert closed == ["fake-teacher-v1"]
     assert cached.cache._local.conn is None
     assert loop.teacher_identity == "fake-teacher-v1"
+
+
+def test_paper_recipe_asks_the_teacher_nothing_before_the_first_augment_stage(tmp_path: Path) -> None:
+    """`--recipe paper` is the published loop: no preflight, so the first teacher call (and the first time
+    the teacher is even built) comes in iteration 0's augment stage."""
+    stages: list[str] = []
+
+    class Watch(NullObserver):
+        def stage_start(self, iteration: int, stage: str, total: int) -> None:
+            stages.append(f"{iteration}/{stage}")
+
+    class Watched(FakeTeacher):
+        def generate(self, requests, progress=None):  # noqa: ANN001, ANN201
+            stages.append("teacher call")
+            return super().generate(requests, progress)
+
+    built: list[str] = []
+
+    def make_teacher() -> FakeTeacher:
+        built.append(stages[-1])
+        return Watched()
+
+    task = load_task("demo")
+    cfg = resolve(RunConfig(task="demo", recipe="paper", seed_size=18, iterations=2, seed=1), task.defaults)
+    store = RunStore.open_for_run(tmp_path / "run", cfg)
+    Loop(task, cfg, store, FakeStudent(), make_teacher, Watch()).run()
+    store.unlock()
+    assert built == ["0/augment"]
+    first_call = stages.index("teacher call")
+    assert stages[first_call - 1] == "0/augment" and "-2/teacher" not in stages
+    assert not (store.root / "preflight").exists() and store.manifest.preflight is None

@@ -55,9 +55,11 @@ def test_whole_run_with_real_models_makes_no_network_attempt(tmp_path: Path) -> 
     env = dict(os.environ)
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         env.pop(var, None)  # the CLI must set these itself
-    # The README's `localaug run` (the demo, the default student and teacher), with a private cache and run dir.
+    # The README's `localaug run` (the demo, the default recipe, student and teacher), with a private cache and
+    # run dir, on fewer rows: every stage runs (preflight, out-of-fold students, teacher, verifier, dedup, report).
     cmd = [sys.executable, "-c", GUARD, str(log), "run", "--cache", str(tmp_path / "cache.sqlite"),
-           "--out", str(tmp_path / "run")]
+           "--out", str(tmp_path / "run"), "--seed-size", "12", "--test-size", "12", "--epochs", "1",
+           "--per-wrong", "1"]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     attempts = log.read_text() if log.exists() else ""
     assert attempts == "", attempts
@@ -65,7 +67,7 @@ def test_whole_run_with_real_models_makes_no_network_attempt(tmp_path: Path) -> 
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["finished"] is True
     assert manifest["models"]["teacher"].startswith("llama.cpp:")  # the teacher ran (the preflight, at least)
-    assert manifest["preflight"]["total"] > 0
+    assert manifest["preflight"]["total"] > 0 and "iter_00/verify" in manifest["stages"]
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "accuracy.png").exists()
 
 

@@ -42,8 +42,7 @@ def test_prepare_names_a_missing_card_in_one_line() -> None:
 
 
 def test_prepare_leaves_plugins_alone() -> None:
-    res = CliRunner().invoke(main, ["prepare", "--student", "tests.fakes:FakeStudent",
-                                    "--teacher", "tests.fakes:FakeTeacher"], env={"COLUMNS": "200"})
+    res = CliRunner().invoke(main, ["prepare", "--student", "fake", "--teacher", "fake"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert res.output.count("a plug-in backend, nothing to prepare") == 2
 

@@ -12,8 +12,9 @@ from localaug.augment import Target, augment
 from localaug.config import RunConfig, build_config, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
-from localaug.protocols import Completion, GenerationRequest
+from localaug.protocols import Completion, GenerationRequest, TeacherBase
 from localaug.recipe import select_iteration
+from localaug.records import FinalModel, IterationRow
 from localaug.store import RunStore
 from localaug.task import Example, load_task
 from localaug.task.card import TaskDefaults
@@ -22,7 +23,7 @@ from localaug.verify import verify_with_teacher
 from tests.fakes import FakeStudent, FakeTeacher
 
 
-class ScriptedTeacher:
+class ScriptedTeacher(TeacherBase):
     """Answers each request with a function of its prompt (the tests decide what a teacher says)."""
 
     prefers_completion = True
@@ -137,7 +138,7 @@ def test_held_out_seeds_never_reach_training_or_the_teacher(tmp_path: Path) -> N
     root, m = loop.store.root, loop.store.manifest
     seed = loop.store.read_jsonl("seed.jsonl")
     held = {r["id"] for r in loop.store.read_jsonl("holdout.jsonl")}
-    assert len(held) == round(0.25 * len(seed)) and m["stages"]["prepare"]["holdout_size"] == len(held)
+    assert len(held) == round(0.25 * len(seed)) and m.stages["prepare"].holdout_size == len(held)
     for d in sorted(root.glob("iter_*")):
         train_ids = {r["id"] for r in loop.store.read_jsonl(f"{d.name}/train.jsonl")}
         assert not train_ids & held
@@ -148,14 +149,15 @@ def test_held_out_seeds_never_reach_training_or_the_teacher(tmp_path: Path) -> N
         held_eval = loop.store.read_jsonl(f"{d.name}/eval_holdout.jsonl")
         assert {r["id"] for r in held_eval} == held
     # The final model is trained on every seed example plus the data of the iteration that was kept.
-    final = m["final"]
-    kept = final["kept_iteration"]
-    assert kept == select_iteration([r["holdout_correct"] for r in m["iterations"].values()])
+    final = m.final
+    assert final is not None
+    kept = final.kept_iteration
+    assert kept == select_iteration([r.holdout_correct for r in m.rows()])
     final_train = loop.store.read_jsonl("final/train.jsonl")
     added = [r for r in loop.store.read_jsonl(f"iter_{kept:02d}/train.jsonl") if r["meta"]["origin"] != "seed"]
     assert final_train == seed + added
     assert (root / "final" / "adapter").exists()
-    assert final["test_accuracy"] == m["stages"]["final/eval_test"]["accuracy"]
+    assert final.test_accuracy == m.stages["final/eval_test"].accuracy
     report = (root / "report.md").read_text() if (root / "report.md").exists() else ""
     assert report == ""  # the loop itself writes no report; the CLI does (tests/test_cli.py)
 
@@ -171,17 +173,17 @@ def test_teacher_copies_of_held_out_seeds_are_rejected_as_contamination(tmp_path
     rejected = loop.store.read_jsonl("iter_00/rejected.jsonl")
     assert rejected and all(r["reason"].startswith(("contaminated", "copy")) for r in rejected)
     assert any(r["reason"].startswith("contaminated") for r in rejected)
-    assert loop.store.manifest["iterations"]["00"]["new_examples"] == 0
+    assert loop.store.manifest.iterations["00"].new_examples == 0
 
 
 def test_verify_stage_records_rejections_and_feeds_only_verified_examples_to_dedup(tmp_path: Path) -> None:
     loop = _run_demo(tmp_path, FakeTeacher(), iterations=2)
     st = loop.store
-    info = st.stage_info("iter_00/verify")
+    info = st.summary("iter_00/verify")
     cands = st.read_jsonl("iter_00/candidates.jsonl")
     verified = st.read_jsonl("iter_00/verified.jsonl")
     rej = st.read_jsonl("iter_00/rejected_verify.jsonl")
-    assert info["verifier"] == "teacher (label)" and info["verified"] == len(verified)
+    assert info.verifier == "teacher (label)" and info.verified == len(verified)
     assert len(verified) + len(rej) == len(cands) and rej  # the fake verifier disagrees with some
     assert {r["id"] for r in st.read_jsonl("iter_00/augment.jsonl")} <= {r["id"] for r in verified}
     assert {r["id"] for r in rej} <= {r.get("id") for r in st.read_jsonl("iter_00/rejected.jsonl")}
@@ -214,7 +216,7 @@ def test_low_margin_tops_up_the_targets_with_the_least_sure_right_answers(tmp_pa
     want = -(-8 * len(evals) // 10)
     wrong = [r for r in evals if not r["correct"]]
     assert len(wrong) < want  # otherwise this test tests nothing
-    assert st.stage_info("iter_00/augment")["wrong"] == want
+    assert st.summary("iter_00/augment").wrong == want
     right = sorted((r for r in evals if r["correct"]), key=lambda r: (r["margin"], r["id"]))
     expected = {r["id"] for r in wrong} | {r["id"] for r in right[: want - len(wrong)]}
     asked = {r["meta"]["seed_id"] for r in st.read_jsonl("iter_00/candidates.jsonl")}
@@ -225,10 +227,13 @@ def test_low_margin_tops_up_the_targets_with_the_least_sure_right_answers(tmp_pa
 def test_report_says_which_model_was_kept_and_why() -> None:
     from localaug.report import verdict
 
-    rows = [{"iteration": 0, "test_accuracy": 0.6}, {"iteration": 1, "test_accuracy": 0.7}]
-    plain = verdict(rows, {"kept_iteration": 0, "added": 0, "test_accuracy": 0.65, "holdout_accuracy": [0.5, 0.5]})
+    rows = [IterationRow(iteration=i, train_size=10, seed_accuracy=1.0, wrong=0, test_accuracy=a)
+            for i, a in enumerate((0.6, 0.7))]
+    plain = verdict(rows, FinalModel(kept_iteration=0, added=0, train_size=10, test_accuracy=0.65,
+                                     holdout_accuracy=[0.5, 0.5]))
     assert "NOT used" in plain and "plain fine-tuning on all seed examples" in plain and "65.0%" in plain
-    kept = verdict(rows, {"kept_iteration": 1, "added": 7, "test_accuracy": 0.71, "holdout_accuracy": [0.5, 0.6]})
+    kept = verdict(rows, FinalModel(kept_iteration=1, added=7, train_size=17, test_accuracy=0.71,
+                                    holdout_accuracy=[0.5, 0.6]))
     assert "iteration 1 beat plain fine-tuning" in kept and "7 teacher examples were kept" in kept
     # Without held-out seeds (the paper's recipe) the old comparison with iteration 0 stands.
     assert "Plain fine-tuning (iteration 0): 60.0%" in verdict(rows)
@@ -238,7 +243,7 @@ def test_out_of_fold_students_never_see_the_examples_they_judge(tmp_path: Path) 
     loop = _run_demo(tmp_path, FakeTeacher(), find_errors="oof", folds=3, verify="none", seed_size=24)
     st = loop.store
     seed_ids = {r["id"] for r in st.read_jsonl("seed.jsonl")} - {r["id"] for r in st.read_jsonl("holdout.jsonl")}
-    assert len(st.manifest["iterations"]) == 3, st.manifest.get("stopped_early")
+    assert len(st.manifest.iterations) == 3, st.manifest.stopped_early
     for i in (0, 1):  # iteration 1 trains on teacher examples too: those made from a fold stay out of it
         oof = st.read_jsonl(f"iter_{i:02d}/eval_oof.jsonl")
         assert {r["id"] for r in oof} == seed_ids  # every loop seed example judged once
@@ -253,8 +258,8 @@ def test_out_of_fold_students_never_see_the_examples_they_judge(tmp_path: Path) 
         asked = {r["meta"]["seed_id"] for r in st.read_jsonl(f"iter_{i:02d}/candidates.jsonl")}
         asked |= {r["seed_id"] for r in st.read_jsonl(f"iter_{i:02d}/rejected_parse.jsonl")}
         assert asked == {r["id"] for r in oof if not r["correct"]}
-        row = st.manifest["iterations"][f"{i:02d}"]
-        assert row["wrong"] == sum(not r["correct"] for r in oof) and row["oof_accuracy"] < 1
+        row = st.manifest.iterations[f"{i:02d}"]
+        assert row.wrong == sum(not r["correct"] for r in oof) and row.oof_accuracy is not None and row.oof_accuracy < 1
 
 
 def test_consistency_filter_keeps_what_the_student_that_never_saw_the_source_agrees_with(tmp_path: Path) -> None:
@@ -266,7 +271,7 @@ def test_consistency_filter_keeps_what_the_student_that_never_saw_the_source_agr
     refused = st.read_jsonl("iter_00/rejected_consistency.jsonl")
     assert len(consistent) + len(refused) == len(verified) and consistent and refused
     held = {r["id"] for r in st.read_jsonl("holdout.jsonl")}
-    folds = loop.recipe.fold_of([e for e in st.read_examples("seed.jsonl") if e.id not in held])
+    folds = loop.hooks.fold_of([e for e in st.read_examples("seed.jsonl") if e.id not in held])
     for r in consistent:  # judged by the student of its source's fold, which says the intended label
         judged = {x["id"]: x for x in st.read_jsonl(f"iter_00/fold{folds[r['meta']['seed_id']]}/eval_candidates.jsonl")}
         assert judged[r["id"]]["correct"] and judged[r["id"]]["prediction"] == r["label"]
@@ -283,26 +288,28 @@ def test_preflight_puts_the_teacher_beside_the_student_and_warns_when_it_is_no_b
     loop = _run_demo(tmp_path, ScriptedTeacher(lambda p: " billing"), find_errors="oof", holdout=0.0,
                      seed_size=24, iterations=2, preflight=64)
     st = loop.store
-    pre = st.manifest["preflight"]
+    pre = st.manifest.preflight
+    assert pre is not None
     rows = st.read_jsonl("preflight/teacher.jsonl")
-    assert pre["total"] == len(rows) == 24 and pre["correct"] == sum(r["correct"] for r in rows)
-    assert {r["prediction"] for r in rows} == {"billing"} and pre["teacher_accuracy"] < 0.3
-    assert pre["student_oof_accuracy"] == st.manifest["iterations"]["00"]["oof_accuracy"]
-    assert pre["warning"] and "out of fold" in pre["warning"]
+    assert pre.total == len(rows) == 24 and pre.correct == sum(r["correct"] for r in rows)
+    assert {r["prediction"] for r in rows} == {"billing"} and pre.teacher_accuracy < 0.3
+    assert pre.student_oof_accuracy == st.manifest.iterations["00"].oof_accuracy
+    assert pre.warning and "out of fold" in pre.warning
     report = write_report(st).read_text()
     assert "## Teacher preflight" in report and "**Warning:**" in report
     # A teacher that answers right says nothing: the FakeTeacher labels by nearest neighbour, like the student.
     good = _run_demo(tmp_path / "g", FakeTeacher(), find_errors="oof", holdout=0.0, seed_size=24, iterations=2)
-    gp = good.store.manifest["preflight"]
-    assert (gp["warning"] is None) == (gp["teacher_accuracy"] > gp["student_oof_accuracy"])
+    gp = good.store.manifest.preflight
+    assert gp is not None and gp.student_oof_accuracy is not None
+    assert (gp.warning is None) == (gp.teacher_accuracy > gp.student_oof_accuracy)
 
 
 def test_max_targets_caps_what_the_teacher_is_asked_about(tmp_path: Path) -> None:
     capped = _run_demo(tmp_path / "c", FakeTeacher(), verify="none", iterations=2, max_targets=2)
     free = _run_demo(tmp_path / "f", FakeTeacher(), verify="none", iterations=2)
     wrong = {r["id"] for r in free.store.read_jsonl("iter_00/eval_seed.jsonl") if not r["correct"]}
-    assert len(wrong) > 2 and free.store.stage_info("iter_00/augment")["wrong"] == len(wrong)
-    assert capped.store.stage_info("iter_00/augment")["wrong"] == 2
+    assert len(wrong) > 2 and free.store.summary("iter_00/augment").wrong == len(wrong)
+    assert capped.store.summary("iter_00/augment").wrong == 2
     asked = {r["meta"]["seed_id"] for r in capped.store.read_jsonl("iter_00/candidates.jsonl")}
     asked |= {r["seed_id"] for r in capped.store.read_jsonl("iter_00/rejected_parse.jsonl")}
     assert len(asked) == 2 and asked <= wrong

@@ -1,13 +1,12 @@
 """A run killed with SIGKILL mid-stage resumes to the same bytes, with no teacher call made twice.
 
 The run is the real `localaug run` CLI in a subprocess with the real store, dedup and SQLite cache;
-only the models are the small fakes of tests/fakes.py (plugged in as "module:attr" backends), and the
+only the models are the small fakes of tests/fakes.py (installed as the plug-ins `fake`: tests/plugins), and the
 kill comes from a failpoint ($LOCALAUG_FAILPOINT) at an exact spot rather than a racing timer.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import plugin_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(tmp: Path, name: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FAKE_TEACHER_LOG=str(tmp / f"{name}.calls"), PYTHONPATH=str(REPO))
-    env.pop("LOCALAUG_FAILPOINT", None)
+    env = plugin_env(FAKE_TEACHER_LOG=str(tmp / f"{name}.calls"))
     if failpoint:
         env["LOCALAUG_FAILPOINT"] = failpoint
     cmd = [sys.executable, "-m", "localaug.cli", "run", "--task", "demo", "--seed-size", "18", "--iterations", "3",
            "--seed", "5", "--per-wrong", "1", "--verify", "none",
-           "--student", "tests.fakes:FakeStudent", "--teacher", "tests.fakes:FakeTeacher",
+           "--student", "fake", "--teacher", "fake",
            "--cache", str(tmp / f"{name}.sqlite"), "--out", str(tmp / name)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -44,7 +44,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return tmp / "ref", _calls(tmp, "ref")
 
 
-@pytest.mark.parametrize("failpoint", ["train:1", "augment:0", "augment:1", "dedup:0", "dedup:1", "train:final"])
+@pytest.mark.parametrize("failpoint", ["train:1", "augment:0", "augment:1", "dedup:0", "dedup:1",
+                                       "train:iter_01/fold0"])
 def test_killed_run_resumes_to_identical_data(tmp_path: Path, reference: tuple[Path, int], failpoint: str) -> None:
     ref_dir, ref_calls = reference
     assert ref_calls > 0
@@ -65,8 +66,7 @@ def test_killed_run_resumes_to_identical_data(tmp_path: Path, reference: tuple[P
 def test_resume_flag_continues_with_the_saved_config(tmp_path: Path, reference: tuple[Path, int]) -> None:
     killed = _run(tmp_path, "k", "train:2")
     assert killed.returncode == -signal.SIGKILL
-    env = dict(os.environ, PYTHONPATH=str(REPO), FAKE_TEACHER_LOG=str(tmp_path / "k.calls"))
-    env.pop("LOCALAUG_FAILPOINT", None)
+    env = plugin_env(FAKE_TEACHER_LOG=str(tmp_path / "k.calls"))
     res = subprocess.run([sys.executable, "-m", "localaug.cli", "run", "--resume", str(tmp_path / "k")], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

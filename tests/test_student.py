@@ -358,6 +358,20 @@ def test_generation_batched_stops_and_is_deterministic(tiny_dir: Path) -> None:
     assert mixed[0].output == text and mixed[1].choice_index is not None
 
 
+def test_a_prompt_longer_than_the_context_is_cut_not_run_whole(tiny_dir: Path) -> None:
+    """A 1 MB prompt (a row no check stopped) is cut from its start to the student's max_length (64 here): the
+    answer is the one for the prompt's last 64 tokens, and memory stays that of a short row."""
+    from localaug.student.evaluate import prompt_ids
+
+    st = _student(tiny_dir, eval_batch_size=2)
+    tail = "Question: what colour is the sky?\nAnswer:"
+    long, short = "the " * 250_000 + tail, "the " * 60 + tail
+    ids = prompt_ids(st.tokenizer, long, 64)
+    assert len(ids) == 64 and ids[0] == st.tokenizer.bos_token_id and ids == prompt_ids(st.tokenizer, short, 64)
+    for item in (lambda p: EvalItem(p, choices=(" blue", " green")), lambda p: EvalItem(p, max_new_tokens=4)):
+        assert st.evaluate(None, [item(long)]) == st.evaluate(None, [item(short)])
+
+
 def test_generation_early_stop(tiny_dir: Path) -> None:
     """When every row has hit a stop string, decoding ends (fewer forward passes than max_new_tokens)."""
     st = _student(tiny_dir)

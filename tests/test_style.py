@@ -124,4 +124,27 @@ def test_a_run_with_match_style_trains_on_the_text_in_the_seeds_style(tmp_path: 
     for a in added:  # lower-cased, no final full stop, as the seeds; the teacher's text kept beside
         assert a["text"] == style.apply(a["meta"]["as_written"]) == a["text"].lower()
         assert a["meta"]["as_written"][0].isupper() and a["meta"]["as_written"].endswith(".")
-    assert store.manifest["stages"]["iter_00/augment"]["style"].startswith("lower-cased")
+    assert store.manifest.stages["iter_00/augment"].style.startswith("lower-cased")
+
+
+def test_the_study_records_a_run_of_the_current_store(tmp_path: Path) -> None:
+    """bench/study.py's raw line reads the run directory the store writes (a refactor of the manifest must keep
+    the study's lines whole): accuracies per student, teacher counts, final steps, and the commit that ran."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import study  # noqa: PLC0415  (bench/ is a folder of scripts)
+
+    task = load_task("demo")
+    cfg = resolve(RunConfig(task="demo", seed_size=18, iterations=3, seed=2, match_style=True), task.defaults)
+    store = RunStore.open_for_run(tmp_path / "run", cfg)
+    teacher = CachedTeacher(ShoutingTeacher(), GenerationCache(tmp_path / "cache.sqlite"))
+    Loop(task, cfg, store, FakeStudent(), lambda: teacher).run()
+    store.unlock()
+    line = study.record(cfg, tmp_path / "run", "localaug", "dev", "v3", 1.0, "start")
+    rows = store.manifest.rows()
+    assert [x["test_accuracy"] for x in line["iterations"]] == [r.test_accuracy for r in rows]
+    assert line["final_test_accuracy"] == rows[-1].test_accuracy and line["kept_iteration"] == len(rows) - 1
+    assert line["teacher_counts"]["accepted"] == line["added"] == sum(r.new_examples for r in rows) > 0
+    assert line["teacher_counts"]["targets"] > 0 and line["final_steps"] > 0
+    assert line["commit"] == study.COMMIT and line["started"] == "start" and line["settings"]["match_style"]

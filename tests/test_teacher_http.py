@@ -5,15 +5,12 @@ Network only on loopback. The server is started once per module on a free port a
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,10 @@ from localaug.errors import UserError
 from localaug.protocols import GenerationRequest, Sampling, Teacher
 from localaug.teacher import build_teacher
 from localaug.teacher.cache import CachedTeacher, GenerationCache
-from localaug.teacher.http import HttpTeacher
+from localaug.teacher.pool import TeacherPool
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from fake_openai import Behaviour, FakeServer  # noqa: E402
 
 
 def _free_port() -> int:
@@ -67,8 +67,10 @@ def server() -> Iterator[tuple[str, str]]:
 def test_completions_concurrent_samples_stops(server: tuple[str, str]) -> None:
     url, model = server
     t = build_teacher(url=url, model=model, chat_template=False, concurrency=4)
-    assert isinstance(t, Teacher) and isinstance(t, HttpTeacher)
-    assert t.identity == f"http:{url}:{model}" and t.prefers_completion
+    assert isinstance(t, Teacher) and isinstance(t, TeacherPool)
+    assert t.identity == f"http:{model}" and t.prefers_completion  # the model llama_cpp.server reports
+    info = t.members[0].info
+    assert info.software == "llama_cpp.server" and info.version and info.dialect == "grammar"
     greedy = Sampling(temperature=0.0, max_tokens=20, stop=(" 8",))
     warm = Sampling(temperature=1.0, max_tokens=8, seed=4)
     out = t.generate([GenerationRequest(sampling=greedy, prompt="1, 2, 3, 4, 5,"),
@@ -121,7 +123,7 @@ def test_cache_in_front_of_http_makes_no_second_request(server: tuple[str, str],
     b = t.generate(reqs)
     assert inner.model_calls == 2 and t.model_calls == 2 and t.cache_hits == 2
     assert [c.text for c in a[0]] == [c.text for c in b[0]]
-    assert t.cache.stats().models[0].model == f"http:{url}:{model}"
+    assert t.cache.stats().models[0].model == f"http:{model}"  # the model, not the address
 
 
 @pytest.mark.slow
@@ -139,61 +141,25 @@ def test_unreachable_server_is_a_quick_user_error() -> None:
     with pytest.raises(UserError, match="unreachable") as e:
         build_teacher(url=f"http://127.0.0.1:{port}/v1", model="x")
     assert "\n" not in str(e.value) and "is it running?" in str(e.value)
-    with pytest.raises(UserError, match="needs a model name"):
-        build_teacher(url=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(UserError, match="must look like"):
         build_teacher(url="127.0.0.1:8000", model="x")
 
 
-class _Flaky(BaseHTTPRequestHandler):
-    """A tiny loopback server: fails the first two completions with 503/429, then answers."""
-
-    hits: list[str] = []
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, code: int, obj: dict) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        self._send(200, {"data": [{"id": "m", "owned_by": "vllm"}]})
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Flaky.hits.append(json.dumps(body, sort_keys=True))
-        if len(_Flaky.hits) == 1:
-            return self._send(503, {"error": {"message": "loading"}})
-        if len(_Flaky.hits) == 2:
-            return self._send(429, {"error": {"message": "slow down"}})
-        if body.get("model") != "m":
-            return self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
-        self._send(200, {"choices": [{"text": "ok", "finish_reason": "stop"}],
-                         "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-
-
-def test_retries_with_backoff_then_succeeds_and_sends_the_choice_constraint() -> None:
-    _Flaky.hits = []
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}"  # no /v1: added
-        t = HttpTeacher(url, "m", backoff_s=0.05)
-        assert t.base_url.endswith("/v1") and t.structured == "openai"
+def test_retries_with_backoff_then_succeeds_and_sends_one_constraint_field() -> None:
+    with FakeServer(Behaviour(version=None)) as srv:  # vLLM that does not say its version
+        url = srv.url.removesuffix("/v1")  # no /v1: added
+        t = build_teacher(url=url, model="m", backoff_s=0.05, chat_template=False)
+        assert t.members[0].client.base_url == srv.url and t.members[0].info.dialect == "structured_outputs"
+        srv.b.fail_next = [503, 429]
+        srv.b.log.clear()
         out = t.generate([GenerationRequest(sampling=Sampling(max_tokens=3), prompt="x", choices=(" a", ' "b"'))])
-        assert out[0][0].text == "ok" and len(_Flaky.hits) == 3
-        sent = json.loads(_Flaky.hits[-1])
-        # vLLM reads guided_choice, llama-server a GBNF grammar; each ignores the other's field.
-        assert sent["guided_choice"] == [" a", ' "b"'] and sent["grammar"] == 'root ::= " a" | " \\"b\\""'
-        no_retry = HttpTeacher(url, "m", retries=0, backoff_s=0.01)
-        _Flaky.hits = ["x", "y"]  # past the failures
-        assert no_retry.generate([GenerationRequest(sampling=Sampling(), prompt="y")])[0][0].text == "ok"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+        assert out[0][0].text == " a" and len(srv.b.log) == 3
+        assert srv.b.log[-1]["structured_outputs"] == {"choice": [" a", ' "b"']}
+        assert "guided_choice" not in srv.b.log[-1] and "grammar" not in srv.b.log[-1]
+        # retries 0: a busy server (429) is still waited out; a failing one (503) is not.
+        no_retry = build_teacher(url=url, model="m", retries=0, backoff_s=0.01, chat_template=False)
+        srv.b.fail_next = [429]
+        assert no_retry.generate([GenerationRequest(sampling=Sampling(), prompt="y")])[0][0].text.strip()
+        srv.b.fail_next = [503]
+        with pytest.raises(UserError, match="HTTP 503"):
+            no_retry.generate([GenerationRequest(sampling=Sampling(), prompt="z")])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from .. import __version__
 from ..errors import UserError
+from ..files import disk_fault
 
 
 class _Group(click.Group):
@@ -17,8 +19,18 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(UserError.exit_code)
+            _fail(ctx, e)
+        except Exception as e:  # a full disk or a folder we may not write, met outside our own writers
+            fault = disk_fault(e, Path(getattr(e, "filename", None) or "."))
+            if fault is None:
+                raise
+            _fail(ctx, fault)
+        return None
+
+
+def _fail(ctx: click.Context, e: UserError) -> None:
+    click.echo("error: " + " ".join(str(e).splitlines()), err=True)  # one line, whatever a library wrote
+    ctx.exit(UserError.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,11 +44,12 @@ def _register() -> None:
     from .cache import cache
     from .data import data, tasks
     from .dedup import dedup
+    from .plugins import plugins
     from .prepare import prepare
     from .run import report, run, runs
     from .stages import eval_cmd, generate, train
 
-    for cmd in (run, prepare, report, runs, tasks, data, generate, train, eval_cmd, dedup, cache):
+    for cmd in (run, prepare, report, runs, tasks, data, generate, train, eval_cmd, dedup, cache, plugins):
         main.add_command(cmd)
 
 

@@ -24,13 +24,13 @@ def cache() -> None:
 @cache.command()
 @_path_option
 def stats(path: Path | None) -> None:
-    """Entries, size and tokens per model."""
+    """Entries, size and tokens per model. Reads only: a damaged cache is reported, not moved."""
     p = path or default_cache_path()
     console = Console()
     if not p.exists():
         console.print(f"cache: {p} (empty, not created yet)")
         return
-    st = GenerationCache(p).stats()
+    st = GenerationCache(p, read_only=True).stats()
     # One fact per line, never wrapped: a long path must not split "entries: N" at a narrow terminal.
     console.print(f"cache: {st.path}", soft_wrap=True)
     console.print(f"entries: {st.entries}  size: {st.size_bytes / 1e6:.2f} MB", soft_wrap=True)

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UserError
+from ..errors import UserError, warn
+from ..modelcards import DEFAULT_STUDENT
 from ..task.task import builtin_task_names, load_task
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
@@ -47,18 +48,25 @@ def data() -> None:
 @data.command("check")
 @click.argument("task_name")
 @data_dir_option
-def check(task_name: str, data_dir: str | None) -> None:
-    """Validate every row of TASK's files and summarise them (the first bad row stops it, exit 2)."""
+@click.option("--student", default=DEFAULT_STUDENT, show_default=True,
+              help="The student whose context (max_length) every row must fit: a card or an installed plug-in.")
+def check(task_name: str, data_dir: str | None, student: str) -> None:
+    """Validate every row of TASK's files and the card's templates, and summarise them (the first bad row
+    stops it, exit 2): rows longer than the student's context, and exact duplicates, are reported too."""
+    from ..checks import check_data
+
     task = load_task(task_name, data_dir)
+    split_rows, notes = check_data(task, student)
     table = Table(title=f"{task.name} ({task.kind.name})")
     for col in ("split", "file", "rows", "labels"):
         table.add_column(col)
     counts = []
-    for split in task.splits():
-        rows = task.load_split(split)
+    for split, rows in split_rows.items():
         labels = Counter(task.label_of(e) for e in rows)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) if None not in labels else "-"
         table.add_row(split, str(task.split_path(split)), f"{len(rows):,}", shown)
         counts.append(f"{split}: {len(rows):,} rows")
     Console().print(table)
+    for note in notes:
+        warn(note)
     click.echo(f"ok: every row of task '{task.name}' is valid ({', '.join(counts)})")

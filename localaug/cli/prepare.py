@@ -15,8 +15,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ..backends import is_plugin, quiet_transformers
+from ..backends import quiet_transformers
 from ..modelcards import DEFAULT_STUDENT, DEFAULT_TEACHER, load_model_card
+from ..plugins import resolve
 
 
 def _size(path: Path) -> str:
@@ -24,12 +25,12 @@ def _size(path: Path) -> str:
     return f"{sum(p.stat().st_size for p in files) / 1e9:.2f} GB"
 
 
-def student_needs_preparing(spec: str, overrides: dict[str, Any] | None = None) -> bool:
+def student_needs_preparing(spec: str, overrides: dict[str, Any] | None = None, factory: str | None = None) -> bool:
     """Whether loading this student will first convert its card's GGUF (the slow part of a first run)."""
     from ..student.plan import SOURCE_OVERRIDES
     from ..student.weights import needs_conversion
 
-    if is_plugin(spec) or SOURCE_OVERRIDES & (overrides or {}).keys():
+    if not resolve("student", spec, factory=factory).is_card or SOURCE_OVERRIDES & (overrides or {}).keys():
         return False
     card = load_model_card(spec)
     if card.source.hf_path is not None:
@@ -42,7 +43,7 @@ def prepare_models(student: str, teacher: str, console: Console) -> None:
     from ..student.weights import weights_dir
 
     for role, spec in (("teacher", teacher), ("student", student)):
-        if is_plugin(spec):
+        if not resolve(role, spec).is_card:  # type: ignore[arg-type]
             console.print(f"{role} {spec}: a plug-in backend, nothing to prepare")
             continue
         card = load_model_card(spec)
@@ -58,8 +59,10 @@ def prepare_models(student: str, teacher: str, console: Console) -> None:
 
 
 @click.command()
-@click.option("--student", default=DEFAULT_STUDENT, show_default=True, help="Student model card (name or path).")
-@click.option("--teacher", default=DEFAULT_TEACHER, show_default=True, help="Teacher model card (name or path).")
+@click.option("--student", default=DEFAULT_STUDENT, show_default=True,
+              help="Student model card (name or path) or installed plug-in.")
+@click.option("--teacher", default=DEFAULT_TEACHER, show_default=True,
+              help="Teacher model card (name or path) or installed plug-in.")
 def prepare(student: str, teacher: str) -> None:
     """Get the models ready once, before the first run: join the teacher's GGUF from its PyPI parts and
     check its sha256, convert the student's GGUF to safetensors. Offline; about a minute on 2 cores."""

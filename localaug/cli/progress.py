@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..recipe import FINAL
+from ..layout import FINAL
+from ..records import AugmentSummary, DedupSummary, EvalSummary, IterationRow, LabelSummary, StageSummary, VerifySummary
 from ..report import iteration_table
 
 STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
@@ -27,7 +28,7 @@ def _words(stage: str) -> str:
 
 def _where(iteration: int, total: int) -> str:
     if iteration < 0:
-        return "final model" if iteration == FINAL else "preflight"
+        return "final model" if iteration == FINAL.iteration else "preflight"
     return f"iter {iteration + 1}/{total}"
 
 
@@ -35,7 +36,7 @@ class RichObserver:
     def __init__(self, iterations: int, console: Console | None = None) -> None:
         self.console = console or Console()
         self.iterations = iterations
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[IterationRow] = []
         self._bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -51,7 +52,7 @@ class RichObserver:
         self._bar.stop()
 
     def note(self, message: str) -> None:
-        self.console.print(message, style="bold yellow")
+        self.console.print(message, style="bold yellow", soft_wrap=True)  # one line: the terminal may fold it
 
     def stage_start(self, iteration: int, stage: str, total: int) -> None:
         if self._task_id is not None:
@@ -69,29 +70,27 @@ class RichObserver:
                 parts.append(fmt.format(info[key]))
         self._bar.update(self._task_id, completed=done, total=max(total, 1), info="  ".join(parts))
 
-    def stage_end(self, iteration: int, stage: str, summary: dict[str, Any]) -> None:
-        bits = [f"{summary.get('seconds', 0):.1f}s"]
-        if "accuracy" in summary:
-            bits.append(f"accuracy {summary['accuracy']:.1%}")
-        if "teacher_accuracy" in summary:
-            bits.append(f"the teacher labels {summary['correct']} of {summary['total']} right "
-                        f"({summary['teacher_accuracy']:.0%})")
-        if summary.get("repeats"):
-            bits.append(f"{summary['repeats']} repeated an earlier sample")
-        if "accepted" in summary:
-            bits.append(f"accepted {summary['accepted']}, duplicate {summary.get('duplicate', 0)}, "
-                        f"contaminated {summary.get('contaminated', 0)}")
-        if "verified" in summary:
-            bits.append(f"{summary['verified']} of {summary.get('candidates', 0)} confirmed "
-                        f"by {summary.get('verifier')}")
-        if "kept_iteration" in summary:
-            bits.append(f"kept the data of iteration {summary['kept_iteration']} ({summary.get('added', 0)} examples)")
-        if "parsed" in summary:
-            bits.append(f"{summary['parsed']} parsed of {summary.get('completions', 0)} "
-                        f"({summary.get('cached', 0)} from cache)")
-        self.console.log(f"{_where(iteration, self.iterations)} {_words(stage)}: "
-                         + ", ".join(bits))
+    def stage_end(self, iteration: int, stage: str, summary: StageSummary) -> None:
+        self.console.log(f"{_where(iteration, self.iterations)} {_words(stage)}: " + ", ".join(_said(summary)))
 
-    def iteration_end(self, iteration: int, row: dict[str, Any]) -> None:
+    def iteration_end(self, iteration: int, row: IterationRow) -> None:
         self.rows.append(row)
         self.console.print(iteration_table(self.rows))
+
+
+def _said(summary: StageSummary) -> list[str]:
+    """What a finished stage did, in a few words."""
+    bits = [f"{summary.seconds:.1f}s"]
+    if isinstance(summary, EvalSummary):
+        bits.append(f"accuracy {summary.accuracy:.1%}")
+    elif isinstance(summary, LabelSummary):
+        bits.append(f"the teacher labels {summary.correct} of {summary.total} right ({summary.teacher_accuracy:.0%})")
+    elif isinstance(summary, AugmentSummary):
+        if summary.repeats:
+            bits.append(f"{summary.repeats} repeated an earlier sample")
+        bits.append(f"{summary.parsed} parsed of {summary.completions} ({summary.cached} from cache)")
+    elif isinstance(summary, DedupSummary):
+        bits.append(f"accepted {summary.accepted}, duplicate {summary.duplicate}, contaminated {summary.contaminated}")
+    elif isinstance(summary, VerifySummary):
+        bits.append(f"{summary.verified} of {summary.candidates} confirmed by {summary.verifier}")
+    return bits

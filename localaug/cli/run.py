@@ -9,12 +9,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..checks import Factories, before_run
 from ..config import Settings, build_config, load_settings, resolve
-from ..errors import UserError
-from ..modelcards import load_model_card
-from ..recipe import holdout_size
-from ..store import CONFIG, RunStore
-from ..task import Task, load_task
+from ..errors import UserError, warn
+from ..layout import CONFIG, MANIFEST, PLOT
+from ..store import RunStore
+from ..task import load_task
+from ..teacher.record import servers_at_end, servers_at_start
 
 RUNS_DIR = Path("runs")
 
@@ -24,28 +25,22 @@ def _default_out(cfg: Settings) -> Path:
     return RUNS_DIR / f"{Path(cfg.task).stem}-seed{cfg.seed}-{cfg.fingerprint()[:8]}"
 
 
-def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iterations: int, epochs: float) -> float:
-    # Rough CPU figures for the default 270M student on 2 cores (bench/README.md): ~0.35 s per training
-    # example-epoch, ~0.02 s per scored example, ~0.3 s per teacher example; training sets grow by the
-    # wrong examples, taken here as a third of the seed set per iteration. Loading adds ~10 s.
-    total = 10.0
-    rows = train_rows
-    for _ in range(iterations):
-        total += rows * epochs * 0.35 + (seed_rows + test_rows) * 0.02 + seed_rows / 3 * 0.3
-        rows += seed_rows // 3
-    return total
-
-
 @click.command()
 @click.option("--task", "task", help="Task name or card path (default: the built-in demo).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Run config YAML.")
 @click.option("--iterations", type=int, help="Students to train (iteration 0 = plain fine-tuning).")
 @click.option("--seed-size", type=int, help="Seed examples drawn from the train split.")
 @click.option("--seed-fraction", type=float, help="Or: the fraction of the train split.")
-@click.option("--student", help="Student model card (name or path) [gemma3-270m].")
-@click.option("--teacher", help="Teacher model card (name or path) [qwen2.5-coder-1.5b].")
-@click.option("--teacher-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
-@click.option("--teacher-model", help="Model name on that server.")
+@click.option("--student", help="Student model card (name or path) or installed plug-in [gemma3-270m].")
+@click.option("--teacher", help="Teacher model card (name or path) or installed plug-in [qwen2.5-coder-1.5b].")
+@click.option("--student-factory", metavar="MODULE:FACTORY",
+              help="Run this Python factory as the student (code: never taken from a config or run directory).")
+@click.option("--teacher-factory", metavar="MODULE:FACTORY",
+              help="Run this Python factory as the teacher (code: never taken from a config or run directory).")
+@click.option("--teacher-url", "teacher_urls", multiple=True,
+              help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1; repeat it for a pool of one model.")
+@click.option("--teacher-model", help="Model name on the server(s) [the one they serve].")
+@click.option("--teacher-identity", help="The served teacher's cache identity [the model the servers report].")
 @click.option("--recipe", type=click.Choice(["localaug", "paper"]),
               help="localaug: out-of-fold error finding + list prompt + teacher verification; paper: as published.")
 @click.option("--shots", type=int, help="Seed examples in the teacher's list prompt (0: the paper's prompt).")
@@ -62,64 +57,88 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue the run in this directory with its own saved config.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; touch nothing.")
-def run(config_file: str | None, resume_dir: str | None, dry_run: bool, **options: object) -> None:
+def run(config_file: str | None, resume_dir: str | None, dry_run: bool, student_factory: str | None,
+        teacher_factory: str | None, **options: object) -> None:
     """Run LLM2LLM: train, find wrong seed examples, have the teacher write new ones, repeat."""
-    if resume_dir:
-        settings = load_settings(_saved_config(Path(resume_dir)))
-        settings.out = str(resume_dir)
-        task = load_task(settings.task, settings.data_dir)
-    else:
-        epochs = options.pop("epochs")
-        cfg = build_config(config_file, **options)
-        if epochs is not None:
-            cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
-        task = load_task(cfg.task or "demo", cfg.data_dir)
-        settings = resolve(cfg, task.defaults, config_file)
-    out = Path(settings.out) if settings.out else _default_out(settings)
-    settings.out = str(out)  # recorded in config.yaml; not part of the run's fingerprint
+    factories = Factories(student_factory, teacher_factory)
+    settings, sources = _settings(config_file, resume_dir, options, factories)  # resolved once; only Settings goes on
+    task = load_task(settings.task, settings.data_dir)
+    out = Path(settings.out)
     console = Console()
-    plan = _plan(task, settings, out)  # a bad seed size or holdout fails here, before anything is written
+    checked = before_run(task, settings, factories, sources)  # every check, before the run directory exists
+    for note in checked.notes:
+        warn(note)
     if dry_run:
-        _print_plan(console, plan)
+        _print_plan(console, checked.plan)
         return
     from ..backends import make_student, make_teacher, teacher_cache_path
-    from ..loop import Loop, check_task_has_test
+    from ..loop import Loop
     from ..report import verdict, write_report
     from .prepare import student_needs_preparing
     from .progress import RichObserver
 
-    check_task_has_test(task)
-    teacher = None
-    if settings.teacher_url:  # a wrong URL or model name fails now, in one line, before anything is written
-        teacher = make_teacher(settings)
+    teacher = checked.teacher  # the checked server(s), or None: an in-process teacher loads when needed
     store = RunStore.open_for_run(out, settings)
     try:
+        servers_before = servers_at_start(store, teacher)  # a resumed run: the same model, or a one-line error
         console.print(f"[bold]localaug[/bold] {task.name}: seed {settings.seed_size or settings.seed_fraction}, "
                       f"{settings.iterations} iterations -> {out}")
-        first_use = student_needs_preparing(settings.student, settings.student_settings)
-        if first_use:  # say why the start is slow, in a line of its own: a status line is cut at the width
-            console.print("First use: the student's GGUF is converted once (about 40 s; `localaug prepare` "
-                          "does it ahead).")
-        with console.status("converting the student (once)") if first_use else contextlib.nullcontext():
-            student = make_student(settings.student, settings.student_settings)
-        store.manifest["models"]["student"] = student.identity
-        if teacher is not None:
-            store.manifest["models"]["teacher"] = teacher.identity
-        store.manifest["teacher_cache"] = str(teacher_cache_path(settings))
-        store.save_manifest()
+        student = checked.student
+        if student is None:
+            first_use = student_needs_preparing(settings.student, settings.student_settings, factories.student)
+            if first_use:  # say why the start is slow, in a line of its own: a status line is cut at the width
+                console.print("First use: the student's GGUF is converted once (about 40 s; `localaug prepare` "
+                              "does it ahead).")
+            with console.status("converting the student (once)") if first_use else contextlib.nullcontext():
+                student = make_student(settings.student, settings.student_settings, factory=factories.student)
+        store.record_models(student=student.identity, teacher=teacher.identity if teacher else None,
+                            teacher_cache=str(teacher_cache_path(settings)))
         with RichObserver(settings.iterations, console) as obs:
-            loop = Loop(task, settings, store, student, lambda: teacher or make_teacher(settings), obs)
+            loop = Loop(task, settings, store, student,
+                        lambda: teacher or make_teacher(settings, factory=factories.teacher), obs)
             result = loop.run()
-        if loop.teacher_identity is not None:
-            store.manifest["models"]["teacher"] = loop.teacher_identity
-            store.save_manifest()
+        store.record_models(teacher=loop.teacher_identity)
+        servers_at_end(store, teacher, servers_before)
         path = write_report(store)
         console.print(verdict(result.iterations, result.final))
         if result.stopped_early:
             console.print(f"Stopped early: {result.stopped_early}.")
-        console.print(f"Report: {path}  Plot: {out / 'accuracy.png'}")
+        console.print(f"Report: {path}  Plot: {out / PLOT}")
     finally:
         store.unlock()
+
+
+def _settings(config_file: str | None, resume_dir: str | None, options: dict[str, object], factories: Factories
+              ) -> tuple[Settings, dict[str, Path | str | None]]:
+    """The run's settings, resolved once: a saved run's own (--resume), or the recipe <- task card <- config
+    file <- options; `out` filled in (derived from the settings, so the same command resumes the same run).
+    With them, where each backend spec was read (a file, or None for the command line), for messages."""
+    for role, factory in (("student", factories.student), ("teacher", factories.teacher)):
+        if factory is not None and options.get(role) not in (None, factory):
+            raise UserError(f"give --{role} or --{role}-factory, not both")
+    if resume_dir:
+        saved = _saved_config(Path(resume_dir))
+        settings = load_settings(saved)
+        settings.out = str(resume_dir)
+        for role, factory in (("student", factories.student), ("teacher", factories.teacher)):
+            if factory is not None and getattr(settings, role) != factory:
+                raise UserError(f"--{role}-factory {factory}: the run in {resume_dir} has {role} "
+                                f"'{getattr(settings, role)}'", file=saved, field=role)
+        return settings, {"student": saved, "teacher": saved}
+    options.update({role: f for role, f in (("student", factories.student), ("teacher", factories.teacher)) if f})
+    epochs = options.pop("epochs")
+    urls = list(options.pop("teacher_urls") or ())  # type: ignore[call-overload]
+    cfg = build_config(config_file, **options)
+    if urls:  # the command line's servers replace the config file's
+        cfg.teacher_url, cfg.teacher_urls = None, urls
+    if epochs is not None:
+        cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
+    task = load_task(cfg.task or "demo", cfg.data_dir)
+    settings = resolve(cfg, task.defaults, config_file)
+    settings.out = settings.out or str(_default_out(settings))  # recorded in config.yaml, not in the fingerprint
+    sources = {role: None if options.get(role) is not None or not config_file else config_file
+               for role in ("student", "teacher")}
+    return settings, sources
 
 
 def _saved_config(run_dir: Path) -> Path:
@@ -127,38 +146,6 @@ def _saved_config(run_dir: Path) -> Path:
     if not saved.exists():
         raise UserError("is not a localaug run directory (no config.yaml)", file=run_dir)
     return saved
-
-
-def _epochs(settings: Settings) -> float:
-    """The student's training epochs for this run: its card's, under the run's student settings."""
-    from ..backends import is_plugin
-    from ..student.plan import merge_overrides
-
-    if is_plugin(settings.student):
-        return float(settings.student_settings.get("epochs", 1))
-    return merge_overrides(load_model_card(settings.student).student, settings.student_settings).train.epochs
-
-
-def _plan(task: Task, settings: Settings, out: Path) -> list[tuple[str, str]]:
-    """What a run would do, checked against the data before anything is written or trained."""
-    pool = task.load_split("train")
-    test = task.load_split("test")
-    s = settings
-    seed_n = s.seed_size or max(1, round((s.seed_fraction or 0) * len(pool)))
-    if seed_n > len(pool):
-        raise UserError(f"a seed set of {seed_n} rows was asked for, but the train split has {len(pool):,} rows "
-                        f"({task.split_path('train')})", field="seed_size")
-    held = holdout_size(seed_n, s.holdout)
-    test_n = min(len(test), s.test_size or len(test))
-    # The held-out recipe trains one more student at the end (the final model, on all seeds).
-    est = _estimate_seconds(seed_n, seed_n, test_n, s.iterations + (1 if held else 0), _epochs(s))
-    return [("task", f"{task.name} ({task.kind.name})"), ("train pool", f"{len(pool):,} rows"),
-            ("seed set", f"{seed_n} rows (seed {s.seed})" + (f", {held} of them held out" if held else "")),
-            ("test set", f"{test_n} rows"), ("iterations", str(s.iterations)), ("per wrong example", str(s.per_wrong)),
-            ("recipe", f"{s.recipe} (shots {s.shots}, verify {s.verify}, holdout {s.holdout})"),
-            ("student", s.student), ("teacher", s.teacher_url or s.teacher),
-            ("eval", task.eval_mode(s.eval_mode)), ("run dir", str(out)),
-            ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]
 
 
 def _print_plan(console: Console, plan: list[tuple[str, str]]) -> None:
@@ -172,14 +159,14 @@ def _print_plan(console: Console, plan: list[tuple[str, str]]) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
     """Rebuild RUN_DIR/report.md and accuracy.png from the run's manifest."""
-    from ..report import iteration_rows, iteration_table, verdict, write_report
+    from ..report import iteration_table, verdict, write_report
 
     store = RunStore.open_existing(Path(run_dir))
     path = write_report(store)
-    rows = iteration_rows(store)
+    rows = store.manifest.rows()
     console = Console()
     console.print(iteration_table(rows))
-    console.print(verdict(rows, store.manifest.get("final")))
+    console.print(verdict(rows, store.manifest.final))
     console.print(f"Report: {path}")
 
 
@@ -191,12 +178,12 @@ def runs(runs_dir: str) -> None:
     for col in ("run", "task", "created", "iterations", "test acc (first -> last)", "state"):
         table.add_column(col)
     root = Path(runs_dir)
-    for d in sorted(p for p in root.glob("*") if (p / "manifest.json").exists()) if root.exists() else []:
-        store = RunStore.open_existing(d)
-        its = [store.manifest["iterations"][k] for k in sorted(store.manifest.get("iterations", {}))]
-        final = store.manifest.get("final") or its[-1] if its else None
-        acc = f"{its[0]['test_accuracy']:.1%} -> {final['test_accuracy']:.1%}" if its and final else "-"
+    for d in sorted(p for p in root.glob("*") if (p / MANIFEST).exists()) if root.exists() else []:
+        m = RunStore.open_existing(d).manifest
+        its = m.rows()
+        last = m.final or (its[-1] if its else None)
+        acc = f"{its[0].test_accuracy:.1%} -> {last.test_accuracy:.1%}" if its and last else "-"
         task_name = load_settings(d / CONFIG).task if (d / CONFIG).exists() else "?"
-        state = "finished" if store.manifest.get("finished") else "unfinished (resume with --resume)"
-        table.add_row(d.name, task_name, store.manifest.get("created", "?"), str(len(its)), acc, state)
+        state = "finished" if m.finished else "unfinished (resume with --resume)"
+        table.add_row(d.name, task_name, m.created, str(len(its)), acc, state)
     Console().print(table)

@@ -29,8 +29,10 @@ def _bar(console: Console) -> Progress:
               help="JSONL of wrong seed examples (task fields, optional 'prediction').")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Accepted examples.")
 @click.option("--teacher", default="qwen2.5-coder-1.5b", show_default=True, help="Teacher model card.")
-@click.option("--teacher-url", help="OpenAI-compatible server instead of the in-process teacher.")
-@click.option("--teacher-model", help="Model name on that server.")
+@click.option("--teacher-url", "teacher_urls", multiple=True,
+              help="OpenAI-compatible server instead of the in-process teacher; repeat it for a pool.")
+@click.option("--teacher-model", help="Model name on the server(s) [the one they serve].")
+@click.option("--teacher-identity", help="The served teacher's cache identity [the model the servers report].")
 @click.option("--per-wrong", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--iteration", type=int, default=0, show_default=True, help="Recorded in lineage.")
@@ -40,9 +42,9 @@ def _bar(console: Console) -> Progress:
 @click.option("--shots", type=int, default=4, show_default=True, help="List-prompt examples (with --pool).")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Teacher verification (with --pool).")
 @data_dir_option
-def generate(task_name: str, input_path: str, out_path: str, teacher: str, teacher_url: str | None,
-             teacher_model: str | None, per_wrong: int, seed: int, iteration: int, cache_path: str | None,
-             pool_path: str | None, shots: int, verify: bool, data_dir: str | None) -> None:
+def generate(task_name: str, input_path: str, out_path: str, teacher: str, teacher_urls: tuple[str, ...],
+             teacher_model: str | None, teacher_identity: str | None, per_wrong: int, seed: int, iteration: int,
+             cache_path: str | None, pool_path: str | None, shots: int, verify: bool, data_dir: str | None) -> None:
     """Have the teacher write new examples for the wrong examples in --input (the augment stage).
 
     Without --pool this is the paper's prompt, every parsed example kept; with --pool, localaug's list
@@ -50,6 +52,7 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
     from ..augment import Target, augment
     from ..backends import make_teacher
     from ..data import read_rows
+    from ..teacher.record import pool_of
     from ..verify import verify_with_teacher
 
     task = load_task(task_name, data_dir)
@@ -58,11 +61,12 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
     for line, row in read_rows(Path(input_path)):
         predictions[line] = row.get("prediction")
     wrong = [Target(ex, None if p is None else str(p)) for ex, p in zip(examples, predictions.values(), strict=True)]
-    settings = resolve(build_config(task=task_name, teacher=teacher, teacher_url=teacher_url,
-                                    teacher_model=teacher_model, per_wrong=per_wrong, seed=seed,
+    settings = resolve(build_config(task=task_name, teacher=teacher, teacher_urls=list(teacher_urls) or None,
+                                    teacher_model=teacher_model, teacher_identity=teacher_identity,
+                                    per_wrong=per_wrong, seed=seed,
                                     cache_path=cache_path), task.defaults)
     pool = task.read_file(Path(pool_path)) if pool_path else []  # bad input fails before the model loads
-    t = make_teacher(settings)
+    t = make_teacher(settings)  # every configured server is checked here, before anything is written
     console = Console()
     with _bar(console) as bar:
         tid = bar.add_task("teacher", total=len(wrong) * per_wrong, info="")
@@ -90,6 +94,11 @@ def generate(task_name: str, input_path: str, out_path: str, teacher: str, teach
     console.print(f"{res.completions} completions ({res.cached} cached, {tps:.0f} tok/s): {parsed} parsed "
                   f"(parse failure rate {res.parse_failure_rate:.0%}), {res.repeats} repeats, "
                   f"{distinct} distinct texts{checked} -> {out}, {rejected}", soft_wrap=True)
+    pool = pool_of(t)
+    if pool is not None and len(pool.members) > 1:
+        console.print("requests answered: " + ", ".join(f"{r['url']} {r['answered']}" + (
+            f" (set aside {r['set_aside']}x)" if r["set_aside"] else "") for r in pool.server_records()),
+            soft_wrap=True, highlight=False)
 
 
 def _training_rows(task, data_path: str | None, seed_size: int | None, seed: int):  # noqa: ANN001, ANN202

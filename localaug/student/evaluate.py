@@ -21,6 +21,20 @@ import torch
 from ..protocols import EvalItem, EvalResult, ProgressFn, best_choice
 
 _ROW_TOKEN_BUDGET = 4096  # choice tokens per continuation forward (bounds memory for long endings)
+_MAX_TOKEN_CHARS = 64  # no token spans more characters (rowcheck.py): text beyond room * this is cut unread
+
+
+def prompt_ids(tok: Any, prompt: str, room: int) -> list[int]:
+    """The prompt's token ids, cut from the start to at most `room` (BOS kept), as training cuts a row that is
+    longer than the student's context (train.encode_item): one long row never takes the machine's memory."""
+    room = max(1, room)
+    if len(prompt) > room * _MAX_TOKEN_CHARS:
+        prompt = prompt[-room * _MAX_TOKEN_CHARS:]
+    ids = tok(prompt, add_special_tokens=True)["input_ids"]
+    if len(ids) <= room:
+        return ids
+    bos = ids[:1] if tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id] else []
+    return bos + ids[len(ids) - (room - len(bos)):] if room > len(bos) else ids[-room:]
 
 
 @contextmanager
@@ -59,12 +73,14 @@ def _device(model: Any) -> torch.device:
 
 
 @torch.inference_mode()
-def score_batch(model: Any, tok: Any, items: Sequence[EvalItem]) -> list[EvalResult]:
-    """Sum of log-probabilities of each choice's tokens after the prompt; the argmax is the answer."""
+def score_batch(model: Any, tok: Any, items: Sequence[EvalItem], max_length: int = 1 << 30) -> list[EvalResult]:
+    """Sum of log-probabilities of each choice's tokens after the prompt; the argmax is the answer. A prompt is
+    cut so that it and its longest choice fit `max_length` (the student's context)."""
     pad = tok.pad_token_id
     dev = _device(model)
-    prompts = [tok(it.prompt, add_special_tokens=True)["input_ids"] for it in items]
     choices = [[tok(c, add_special_tokens=False)["input_ids"] for c in (it.choices or ())] for it in items]
+    prompts = [prompt_ids(tok, it.prompt, max_length - max(map(len, cs), default=0))
+               for it, cs in zip(items, choices, strict=True)]
     for it, cs in zip(items, choices, strict=True):
         if not cs or any(len(c) == 0 for c in cs):
             raise ValueError(f"every choice must have at least one token: {it.choices!r}")
@@ -146,14 +162,15 @@ def _row_stopper(tok: Any, start: int, stops: list[tuple[str, ...]], limits: lis
 
 
 @torch.inference_mode()
-def generate_batch(model: Any, tok: Any, items: Sequence[EvalItem], cap: int | None = None) -> list[EvalResult]:
-    """Greedy decoding, left-padded, KV cache; each row truncated at its first stop string."""
+def generate_batch(model: Any, tok: Any, items: Sequence[EvalItem], cap: int | None = None,
+                   max_length: int = 1 << 30) -> list[EvalResult]:
+    """Greedy decoding, left-padded, KV cache; each row truncated at its first stop string. A prompt longer
+    than `max_length` (the student's context) is cut from its start."""
     from transformers import GenerationConfig, StoppingCriteriaList
 
     dev = _device(model)
     limits = [min(it.max_new_tokens, cap) if cap else it.max_new_tokens for it in items]
-    ids, mask = _left_pad([tok(it.prompt, add_special_tokens=True)["input_ids"] for it in items],
-                          tok.pad_token_id)
+    ids, mask = _left_pad([prompt_ids(tok, it.prompt, max_length) for it in items], tok.pad_token_id)
     ids, mask = ids.to(dev), mask.to(dev)
     gc = GenerationConfig(max_new_tokens=max(limits), do_sample=False, num_beams=1,
                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
@@ -183,8 +200,9 @@ def evaluate_items(model: Any, tok: Any, items: Sequence[EvalItem], plan: Any,
         for s in range(0, len(idx), bs):
             part = idx[s:s + bs]
             batch = [items[i] for i in part]
-            res = score_batch(model, tok, batch) if scored else \
-                generate_batch(model, tok, batch, plan.max_new_tokens)
+            limit = plan.train.max_length  # the student's context: what it was trained on
+            res = score_batch(model, tok, batch, limit) if scored else \
+                generate_batch(model, tok, batch, plan.max_new_tokens, limit)
             for i, r in zip(part, res, strict=True):
                 results[i] = r
             done += len(part)

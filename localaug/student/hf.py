@@ -13,20 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..modelcards import DEFAULT_STUDENT, ModelCard, Source, load_model_card
+from ..modelcards import DEFAULT_STUDENT, ModelCard, load_model_card
 from ..protocols import EvalItem, EvalResult, ProgressFn, TrainItem, TrainStats
-from .plan import SOURCE_OVERRIDES, StudentPlan, model_load_kwargs, resolve_plan
+from .plan import StudentPlan, model_load_kwargs, resolve_plan, with_source_overrides
 from .weights import weights_dir
 
 
 def load_student(card: str | Path | ModelCard = DEFAULT_STUDENT, **overrides: Any) -> HFStudent:
     """Load a student from a model card name or path. Overrides: any `student.*` key, a flat LoRA/train key
     (e.g. `epochs=1`, `r=8`), or a weights source (`hf_path=...`, `gguf_path=...`) replacing the card's."""
-    mc = card if isinstance(card, ModelCard) else load_model_card(card)
-    for k in SOURCE_OVERRIDES & overrides.keys():
-        path = mc.path
-        mc = mc.model_copy(update={"source": Source(**{k: str(overrides.pop(k))})})
-        mc._path = path
+    mc, overrides = with_source_overrides(card if isinstance(card, ModelCard) else load_model_card(card), overrides)
     plan = resolve_plan(mc.student, overrides)
     model_dir, identity = weights_dir(mc)
     identity += f" [{plan.device}/{plan.precision}/{'qlora-nf4' if plan.quantization == 'nf4' else 'lora'}]"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..modelcards import Lora, StudentSection, Training
+from ..modelcards import Lora, ModelCard, Source, StudentSection, Training
 from ..schema import validate
 
 SOURCE_OVERRIDES = {"hf_path", "gguf_path"}
@@ -40,6 +40,16 @@ def _cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def with_source_overrides(card: ModelCard, overrides: dict[str, Any] | None) -> tuple[ModelCard, dict[str, Any]]:
+    """(the card with a weights source from the run's settings, e.g. `hf_path=...`, over its own; the rest)."""
+    rest = dict(overrides or {})
+    for k in SOURCE_OVERRIDES & rest.keys():
+        path = card.path
+        card = card.model_copy(update={"source": Source(**{k: str(rest.pop(k))})})
+        card._path = path
+    return card, rest
 
 
 def merge_overrides(student: StudentSection, overrides: dict[str, Any] | None) -> StudentSection:

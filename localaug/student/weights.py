@@ -62,11 +62,34 @@ def converted_gguf_dir(gguf: Path, name: str = "model") -> Path:
     return final
 
 
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+
+
+def tokenizer_of(card: ModelCard) -> object:
+    """The student's tokenizer alone, without converting or loading its weights (the pre-run length check):
+    from the converted copy or the card's folder when there is one, else read from the GGUF itself."""
+    from transformers import AutoTokenizer
+
+    if card.source.hf_path is not None:
+        return AutoTokenizer.from_pretrained(check_hf_dir(Path(card.source.hf_path).expanduser(), card))
+    gguf = card.gguf_file()
+    converted = _converted_path(gguf, card.name or "model")
+    if (converted / "config.json").is_file():
+        return AutoTokenizer.from_pretrained(converted)
+    with _one_gguf_parse():
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
 def check_hf_dir(p: Path, card: ModelCard | None = None) -> Path:
     where = card.path if card else None
     if not p.is_dir():
         raise UserError(f"model directory not found: {p}", file=where, field="source.hf_path")
     if not any(p.glob("*.safetensors")):
+        pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
+        if pickles:  # loading a pickle runs whatever code it holds: never done, whoever wrote the folder
+            raise UserError(f"{p} holds only pickle weights ({', '.join(pickles[:3])}), which localaug never "
+                            "loads (unpickling can run code): convert them to safetensors", file=where,
+                            field="source.hf_path")
         raise UserError(f"no *.safetensors weights in {p}", file=where, field="source.hf_path")
     if not (p / "config.json").is_file():
         raise UserError(f"no config.json in {p}", file=where, field="source.hf_path")

@@ -16,6 +16,11 @@ class DataSection(Strict):
     splits: dict[str, str]
     fields: dict[str, str] = Field(default_factory=dict, description="our field -> your column")
     id_field: str | None = None
+    too_long: Literal["refuse", "truncate"] = Field(
+        "refuse", description="a row longer than the student's context (max_length tokens): refused before "
+                              "anything is written, or cut from the prompt's start to fit (training and evaluation)")
+    duplicates: Literal["keep", "drop"] = Field(
+        "keep", description="exact duplicate rows of a file: kept and reported, or dropped (the first is kept)")
 
     @field_validator("splits")
     @classmethod

@@ -38,7 +38,10 @@ def _need_str(data: dict[str, Any], key: str, where: Where) -> str:
 class Kind:
     name = ""
     fields_in_file: tuple[str, ...] = ()  # canonical fields a row must carry
-    scored = False  # True: evaluation can score choices instead of generating
+    # True: a row's answer is one of a few choices, so the student can be scored on them and the teacher,
+    # as a labeller, constrained to them; False: the answer is written out.
+    has_choices = False
+    teacher_check = ""  # what the verifier does, as a run's summary names it
     # True: choices are free text of different lengths, compared by log-likelihood per byte (acc_norm in
     # lm-evaluation-harness), because a sum favours the shortest choice whatever it says.
     length_normalised = False
@@ -85,7 +88,8 @@ class Kind:
 class Classification(Kind):
     name = "classification"
     fields_in_file = ("text", "label")
-    scored = True
+    has_choices = True
+    teacher_check = "teacher (label)"
 
     def validate(self, data, labels, where):
         text = _need_str(data, "text", where)
@@ -157,7 +161,8 @@ N_ENDINGS = 5
 class MultipleChoice(Kind):
     name = "multiple_choice"
     fields_in_file = ("context", "endings", "label")
-    scored = True
+    has_choices = True
+    teacher_check = "teacher (label)"
     length_normalised = True  # CaseHOLD's endings run from 30 to 300+ characters
 
     def validate(self, data, labels, where):
@@ -239,6 +244,7 @@ class MultipleChoice(Kind):
 
 class Math(Kind):
     name = "math"
+    teacher_check = "teacher (solves it again)"
     fields_in_file = ("question", "answer")
 
     def validate(self, data, labels, where):

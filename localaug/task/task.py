@@ -7,6 +7,7 @@ back, lives in `prompts.py` (`prompts_of(task)`). The card's keys are documented
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class Example:
     id: str
     data: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    line: int | None = field(default=None, compare=False, repr=False)  # in the user's file, for messages
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, **self.data, **({"meta": self.meta} if self.meta else {})}
@@ -48,6 +50,10 @@ class Judged:
     def accuracy(self) -> float:
         return self.correct / len(self.rows) if self.rows else 0.0
 
+    @property
+    def wrong(self) -> int:
+        return len(self.rows) - self.correct
+
 
 class Task:
     def __init__(self, card: TaskCard, path: Path, data_dir: str | Path | None = None) -> None:
@@ -58,6 +64,8 @@ class Task:
         self.labels: dict[str, str] = dict(card.labels)
         self.defaults = card.defaults
         self._data_dir = data_dir
+        # Per file read: (line, line of the earlier identical row) for each exact duplicate row.
+        self.duplicates: dict[str, list[tuple[int, int]]] = {}
 
     # ------------------------------------------------------------------ data
 
@@ -86,7 +94,9 @@ class Task:
         mapping = self.card.data.fields
         id_field = self.card.data.id_field
         prefix = id_prefix or Path(path).stem
-        out, seen = [], set()
+        out, seen, first = [], set(), {}
+        drop = self.card.data.duplicates == "drop"
+        self.duplicates[str(path)] = []
         for line, row in read_rows(Path(path)):
             canon = {}
             for name in self.kind.fields_in_file:
@@ -102,7 +112,12 @@ class Task:
             if ex_id in seen:
                 raise UserError(f"duplicate id '{ex_id}'", file=path, line=line, field="id")
             seen.add(ex_id)
-            out.append(Example(ex_id, data, dict(row.get("meta") or {})))
+            same = first.setdefault(_content_key(data), line)
+            if same != line:  # an exact duplicate of an earlier row
+                self.duplicates[str(path)].append((line, same))
+                if drop:
+                    continue
+            out.append(Example(ex_id, data, dict(row.get("meta") or {}), line=line))
         if self.kind.name == "classification" and id_prefix == "train":
             found = {e.data["label"] for e in out}
             if len(found) < 2:
@@ -130,9 +145,17 @@ class Task:
         f = self.fields(ex)
         return TrainItem(self.card.student.prompt.format(**f), self.card.student.answer.format(**f))
 
+    def student_texts(self, ex: Example) -> tuple[str, list[str]]:
+        """The student's prompt for a row and every answer it is trained or scored on after it."""
+        item = self.train_item(ex)
+        answers = [item.completion]
+        if self.kind.has_choices:
+            answers += [self.card.student.answer.format(**cf) for cf in self.kind.choice_fields(ex.data, self.labels)]
+        return item.prompt, answers
+
     def eval_mode(self, requested: str | None = None) -> str:
-        mode = requested or self.defaults.eval_mode or ("score" if self.kind.scored else "generate")
-        if mode == "score" and not self.kind.scored:
+        mode = requested or self.defaults.eval_mode or ("score" if self.kind.has_choices else "generate")
+        if mode == "score" and not self.kind.has_choices:
             raise UserError(f"task '{self.name}' ({self.kind.name}) can only be evaluated by generation",
                             field="eval_mode")
         return mode
@@ -195,6 +218,10 @@ class Task:
         g = preds.index(gold)
         other = max((k for k in range(n) if k != g), key=lambda k: result.scores[k])  # type: ignore[index]
         return {"margin": round(result.scores[g] - result.scores[other], 4), "runner_up": preds[other]}
+
+
+def _content_key(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
 
 
 # ---------------------------------------------------------------------- loading

@@ -66,7 +66,7 @@ class BatchDecoder:
         self._ctx: Any = None  # created on first use
         self._batch: Any = None
         self._batch_cap = 0
-        self._n_batch = 0
+        self.n_batch = max(512, n_ctx)  # tokens one llama_decode call takes (the context's n_batch)
         self._piece = ctypes.create_string_buffer(256)
         self.last_shared_prefix = 0  # tokens of the last call evaluated once for all sequences (tests, bench)
         self.timings: dict[str, float] = {"decode_s": 0.0, "decode_calls": 0}  # cumulative
@@ -82,7 +82,7 @@ class BatchDecoder:
             # id holds that prefix.
             p.n_seq_max = self.batch_sequences + 1
             p.n_ctx = self.n_ctx * self.batch_sequences
-            p.n_batch = max(512, self.n_ctx)
+            p.n_batch = self.n_batch
             p.n_ubatch = 512
             p.n_threads = p.n_threads_batch = self.n_threads
             p.kv_unified = self.kv_unified
@@ -92,11 +92,10 @@ class BatchDecoder:
             if not ctx:
                 raise UserError("llama.cpp could not create a multi-sequence context (lower batch_sequences)")
             self._ctx = ctx
-            self._n_batch = p.n_batch
         if self._batch_cap < need_tokens:
             if self._batch is not None:
                 ll.llama_batch_free(self._batch)
-            self._batch_cap = max(need_tokens, self._n_batch)
+            self._batch_cap = max(need_tokens, self.n_batch)
             self._batch = ll.llama_batch_init(self._batch_cap, 0, 1)
 
     def _chain(self, s: Sampling) -> Any:
@@ -123,7 +122,10 @@ class BatchDecoder:
     def decode(self, jobs: list[Job]) -> Iterator[tuple[int, Completion]]:
         """Yield (job index, completion) as each job finishes."""
         ll = self._ll
-        self._ensure(max(len(j.tokens) for j in jobs) + self.batch_sequences)
+        # The admission limit is a function of this call's jobs alone, never of earlier calls (the batch buffer
+        # only grows): a resumed run that skips earlier calls must batch this one's jobs the same way.
+        limit = max(max(len(j.tokens) for j in jobs) + self.batch_sequences, self.n_batch)
+        self._ensure(limit)
         mem = ll.llama_get_memory(self._ctx)
         pending = deque(jobs)
         free = list(range(self.batch_sequences - 1, -1, -1))
@@ -138,7 +140,7 @@ class BatchDecoder:
                     self._put(n, st.out[-1], st.pos, st.seq_id, True)
                     st.logit_idx, st.pos, n = n, st.pos + 1, n + 1
                 # Admit waiting prompts into free slots while the batch has room (continuous batching).
-                while pending and free and n + len(pending[0].tokens) - shared <= self._batch_cap:
+                while pending and free and n + len(pending[0].tokens) - shared <= limit:
                     sid = free.pop()
                     n, active[sid] = self._admit(pending.popleft(), sid, n, shared, psid)
                 self._batch.n_tokens = n

@@ -1,122 +1,140 @@
-"""A teacher behind an OpenAI-compatible HTTP server: llama-server (-np N), vLLM, Ollama, llama_cpp.server.
+"""One OpenAI-compatible HTTP server: llama-server, vLLM, Ollama, llama_cpp.server.
 
-The only module in localaug that opens a socket, and only to the configured base URL. Standard library
-only (urllib + a thread pool): the requests are few and large, so connection reuse matters little.
-Each sample is its own request with seed = sampling.seed + sample index, so samples are reproducible
-(where the server honours seeds) and cacheable one by one; servers batch concurrent requests themselves.
+With `pool.py`, the only code in localaug that opens a socket, and only to a URL the user configured.
+Standard library only (urllib): the requests are few and large, so connection reuse matters little.
+This module knows one server: what it serves (`models`), what it is (`software`), which constraint field
+it honours (`dialects.py`, measured by a probe), and how to send it one sample (`complete`). Spreading
+samples over servers, threads and failures is `pool.TeacherPool`'s job.
+
+A request that fails because the *server* fails (connection refused or reset, a timeout, HTTP 5xx) raises
+`ServerFailure`, so a pool can send it elsewhere; a request the server rejects as wrong (HTTP 4xx) is the
+user's problem and a one-line `UserError`.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import UserError
-from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
-from .common import choice_grammar, iter_jobs, run_stream
+from ..protocols import Completion, GenerationRequest, Sampling
+from . import dialects
 
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_BACKPRESSURE = {408, 409, 429}  # the server is busy, not broken: wait and ask the same server again
 
 
-class HttpTeacher:
-    kind = "http"
+class ServerFailure(Exception):
+    """The server did not answer (refused, reset, timed out) or answered 5xx."""
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        api_key: str | None = None,
-        prefers_completion: bool = False,
-        concurrency: int = 8,
-        timeout_s: float = 300.0,
-        connect_timeout_s: float = 5.0,
-        retries: int = 4,
-        backoff_s: float = 0.5,
-        structured: str = "auto",  # auto | openai | llama_cpp_python | none: how `choices` is sent
-        check: bool = True,
-    ) -> None:
-        u = urlparse(base_url)
-        if u.scheme not in ("http", "https") or not u.netloc:
-            raise UserError(f"teacher URL must look like http://HOST:PORT/v1, got '{base_url}'")
-        base = base_url.rstrip("/")
-        if not u.path.strip("/"):
-            base += "/v1"  # llama-server, vLLM, Ollama and llama_cpp.server all serve under /v1
-        self.base_url = base
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")
+
+
+class _HttpStatus(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"HTTP {status} {detail}")
+
+
+def normalise_url(base_url: str) -> str:
+    u = urlparse(base_url)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise UserError(f"teacher URL must look like http://HOST:PORT/v1, got '{base_url}'")
+    base = base_url.rstrip("/")
+    if not u.path.strip("/"):
+        base += "/v1"  # llama-server, vLLM, Ollama and llama_cpp.server all serve under /v1
+    return base
+
+
+class ServerClient:
+    """A client of one server. `dialect` is set by the pre-run check (`servers.check_server`)."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout_s: float = 300.0,
+                 connect_timeout_s: float = 5.0, retries: int = 4, backoff_s: float = 0.5,
+                 dialect: str = dialects.NONE) -> None:
+        self.base_url = normalise_url(base_url)
         self.model = model
         self.api_key = api_key
-        self.prefers_completion = prefers_completion
-        self.concurrency = max(1, int(concurrency))
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.retries = max(0, int(retries))
         self.backoff_s = backoff_s
-        self.structured = structured
-        self.identity = f"http:{self.base_url}:{model}"
-        self.model_calls = 0
-        self._count_lock = threading.Lock()  # model_calls is bumped from the pool's threads
-        if check:
-            self.check()
+        self.dialect = dialect
 
-    # ------------------------------------------------------------------ setup
+    @property
+    def root(self) -> str:
+        """The server's root (vLLM serves /version there, not under /v1)."""
+        u = urlparse(self.base_url)
+        return f"{u.scheme}://{u.netloc}"
 
-    def check(self) -> None:
-        """Fail early, in one line, when the server is down or does not serve `model`."""
+    # ------------------------------------------------------------------ what the server is
+
+    def models(self) -> list[dict[str, Any]] | None:
+        """The server's /v1/models entries; None when it has no listing (HTTP 404)."""
         try:
-            listing = self._request("GET", "/models", None, timeout=self.connect_timeout_s, retries=1)
+            listing = self._request("GET", self.base_url + "/models", None, timeout=self.connect_timeout_s,
+                                    retries=1)
         except _HttpStatus as e:
-            if e.status == 404:  # some servers have no model listing; the first request will tell
-                return
+            if e.status == 404:
+                return None
             raise UserError(f"teacher server at {self.base_url}: {e}") from None
-        data = listing.get("data") or []
-        ids = [str(m.get("id")) for m in data if isinstance(m, dict)]
-        if ids and self.model not in ids:
-            raise UserError(
-                f"teacher server at {self.base_url} does not serve model '{self.model}' "
-                f"(it serves: {', '.join(ids[:10])})"
-            )
-        owners = {str(m.get("owned_by", "")) for m in data if isinstance(m, dict)}
-        if self.structured == "auto":
-            # llama_cpp.server lists its models as owned by "me"; it takes a GBNF grammar, nothing else.
-            self.structured = "llama_cpp_python" if owners == {"me"} else "openai"
+        except ServerFailure as e:
+            raise UserError(f"teacher server at {self.base_url} is unreachable or failing ({e.reason}); "
+                            "is it running?") from None
+        return [m for m in listing.get("data") or [] if isinstance(m, dict)]
 
-    # ------------------------------------------------------------------ Teacher protocol
+    def software(self, entries: list[dict[str, Any]] | None) -> tuple[str, str]:
+        """(software, version) as the server tells them; ("", "") when it does not say."""
+        owners = {str(m.get("owned_by", "")) for m in entries or []}
+        if owners == {"vllm"}:
+            return "vllm", str(self._get_quietly(self.root + "/version").get("version", ""))
+        if owners == {"me"}:  # llama_cpp.server (a FastAPI app titled with its version)
+            return "llama_cpp.server", str(self._get_quietly(self.root + "/openapi.json").get("info", {})
+                                           .get("version", ""))
+        if owners == {"llamacpp"}:  # llama.cpp's own llama-server
+            return "llama-server", str(self._get_quietly(self.root + "/props").get("build_info", ""))
+        version = self._get_quietly(self.root + "/version").get("version")
+        return ("", "") if version is None else ("unknown", str(version))
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
-    ) -> list[list[Completion]]:
-        return run_stream(self.generate_stream, requests, progress)
+    def probe_dialect(self, software: str, version: str) -> tuple[str, list[str]]:
+        """Which constraint field this server honours (dialects.probe), on the completions endpoint the
+        verifier uses; the order tried follows what the server says it is (`software`)."""
 
-    def generate_stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, int, Completion]]:
-        jobs = list(iter_jobs(requests))
-        if not jobs:
-            return
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)),
-                                  thread_name_prefix="localaug-http")
+        def send(fields: dict[str, Any]) -> str | None:
+            try:
+                out = self._request("POST", self.base_url + "/completions",
+                                    {**dialects.probe_body(self.model), **fields},
+                                    timeout=self.timeout_s, retries=self.retries)
+            except _HttpStatus:
+                return None  # a server that validates fields strictly refuses the ones it does not know
+            return str(((out.get("choices") or [{}])[0]).get("text") or "")
+
+        return dialects.probe(send, dialects.probe_order(software, version))
+
+    def chat_problem(self) -> str | None:
+        """Why this server cannot answer a chat request (one tiny one is sent), or None when it can."""
+        body = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1,
+                "temperature": 0.0}
         try:
-            futs: dict[Future[Completion], tuple[int, int]] = {
-                pool.submit(self._one, req, s): (ri, si) for ri, si, req, s in jobs
-            }
-            pending = set(futs)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    ri, si = futs[f]
-                    yield ri, si, f.result()
-        finally:
-            # A failure (or the consumer stopping) cancels what has not started yet.
-            pool.shutdown(wait=True, cancel_futures=True)
+            self._request("POST", self.base_url + "/chat/completions", body, timeout=self.timeout_s,
+                          retries=self.retries)
+        except _HttpStatus as e:
+            return f"HTTP {e.status} {e.detail}".strip()
+        return None
 
     # ------------------------------------------------------------------ one sample
 
-    def _one(self, req: GenerationRequest, s: Sampling) -> Completion:
+    def complete(self, req: GenerationRequest, s: Sampling, *, retries: int | None = None) -> Completion:
+        """One sample: chat when the request has messages, else a raw completion; `choices` constrained in
+        this server's dialect. Raises ServerFailure after `retries` more attempts."""
         body: dict[str, Any] = {
             "model": self.model, "max_tokens": s.max_tokens, "temperature": s.temperature,
             "top_p": s.top_p, "seed": s.seed, "n": 1,
@@ -131,12 +149,17 @@ class HttpTeacher:
         else:
             body["prompt"] = req.prompt
         if req.choices is not None:
-            body.update(self._constraint(req.choices))
+            body.update(dialects.constraint_fields(self.dialect, req.choices))
         t0 = time.perf_counter()
-        out = self._request("POST", "/chat/completions" if chat else "/completions", body,
-                            timeout=self.timeout_s, retries=self.retries)
-        with self._count_lock:
-            self.model_calls += 1
+        path = "/chat/completions" if chat else "/completions"
+        try:
+            out = self._request("POST", self.base_url + path, body, timeout=self.timeout_s,
+                                retries=self.retries if retries is None else retries)
+        except _HttpStatus as e:
+            if e.status == 404 and "model" in e.detail.lower():
+                raise UserError(f"teacher server at {self.base_url} does not serve model "
+                                f"'{self.model}': {e.detail}") from None
+            raise UserError(f"teacher server at {self.base_url} rejected the request: {e}") from None
         try:
             choice = out["choices"][0]
             text = choice["message"]["content"] if chat else choice["text"]
@@ -151,62 +174,55 @@ class HttpTeacher:
             seconds=time.perf_counter() - t0,
         )
 
-    def _constraint(self, choices: tuple[str, ...]) -> dict[str, Any]:
-        """Ask the server to answer with one of `choices`. llama-server and llama_cpp.server read a GBNF
-        `grammar`; vLLM reads `guided_choice`; each ignores the other's field. A server that reads neither
-        answers freely, and the caller reads the label from the text (docs/teachers.md)."""
-        if self.structured == "none":
-            return {}
-        fields: dict[str, Any] = {"grammar": choice_grammar(choices)}
-        if self.structured == "openai":
-            fields["guided_choice"] = list(choices)
-        return fields
-
     # ------------------------------------------------------------------ transport
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None, *, timeout: float,
+    def _get_quietly(self, url: str) -> dict[str, Any]:
+        """A best-effort GET (version endpoints): {} when there is none."""
+        try:
+            out = self._request("GET", url, None, timeout=self.connect_timeout_s, retries=0)
+        except (_HttpStatus, ServerFailure, UserError):
+            return {}
+        return out if isinstance(out, dict) else {}
+
+    def _request(self, method: str, url: str, body: dict[str, Any] | None, *, timeout: float,
                  retries: int) -> dict[str, Any]:
-        url = self.base_url + path
+        """The reply's JSON. HTTP 4xx raises _HttpStatus (401/403: UserError); server failures are tried
+        `retries` more times with backoff, then raise ServerFailure; backpressure (429...) is waited out."""
         data = json.dumps(body).encode("utf-8") if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         last = ""
-        for attempt in range(retries + 1):
+        attempts = retries + 1
+        attempt = 0
+        while attempt < attempts:
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            attempt += 1
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
                 with urllib.request.urlopen(req, timeout=timeout) as resp:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as e:
                 detail = _error_detail(e)
-                if e.code in _RETRY_STATUS:
+                if e.code in _BACKPRESSURE:
+                    last = f"HTTP {e.code} {detail}"
+                    attempts = max(attempts, min(attempt + 1, 8))  # busy is no failure: a few more tries
+                    continue
+                if e.code >= 500:
                     last = f"HTTP {e.code} {detail}"
                     continue
                 if e.code in (401, 403):
                     raise UserError(f"teacher server at {self.base_url} refused the API key "
                                     f"(HTTP {e.code}); set the key's environment variable") from None
-                if e.code == 404 and body is not None and "model" in detail.lower():
-                    raise UserError(f"teacher server at {self.base_url} does not serve model "
-                                    f"'{self.model}': {detail}") from None
-                raise _HttpStatus(e.code, detail) if body is None else UserError(
-                    f"teacher server at {self.base_url} rejected the request: HTTP {e.code} {detail}"
-                ) from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+                raise _HttpStatus(e.code, detail) from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
                 reason = getattr(e, "reason", e)
                 last = f"{type(reason).__name__}: {reason}"
                 continue
             except json.JSONDecodeError:
                 raise UserError(f"teacher server at {self.base_url} did not answer with JSON") from None
-        raise UserError(f"teacher server at {self.base_url} is unreachable or failing after "
-                        f"{retries + 1} attempts ({last}); is it running?")
-
-
-class _HttpStatus(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        self.status = status
-        super().__init__(f"HTTP {status} {detail}")
+        raise ServerFailure(self.base_url, f"{last} after {attempt} attempt{'s' if attempt > 1 else ''}")
 
 
 def _error_detail(e: urllib.error.HTTPError) -> str:

@@ -26,6 +26,11 @@ from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
 from .batch import MIN_P, TOP_K, TYPICAL_P, BatchDecoder, Job
 from .common import choice_grammar, iter_jobs, run_stream
 
+# Samples decoded as one fixed group, stored together by CachedTeacher (batched logits depend on which
+# sequences share a decode call): a few of the decoder's batches, so that continuous batching keeps the slots
+# busy inside a group, while a killed run loses at most one group.
+GROUP_BATCHES = 4
+
 
 class LlamaCppTeacher:
     """A GGUF teacher in this process. Not thread-safe internally; calls are serialised by a lock."""
@@ -53,6 +58,7 @@ class LlamaCppTeacher:
         self.n_ctx = int(n_ctx)
         self.n_threads = int(n_threads or os.cpu_count() or 1)
         self.batch_sequences = max(1, int(batch_sequences))
+        self.batch_group = self.batch_sequences * GROUP_BATCHES if self.batch_sequences > 1 else 1
         self.prefers_completion = not chat_template
         self.identity = "llama.cpp:" + sha256_file(path)
         try:
