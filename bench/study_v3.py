@@ -35,6 +35,8 @@ def _f(x: float | None, fmt: str = "{:+.1f}") -> str:
 
 
 def _ci(c: dict[str, Any]) -> str:
+    if math.isnan(c["lo"]):  # one data seed: a difference, no interval
+        return f"{_f(c['mean'])} (1 data seed)" if c["clusters"] == 1 else "-"
     return f"{_f(c['mean'])} [{_f(c['lo'])}, {_f(c['hi'])}]"
 
 
