@@ -8,6 +8,8 @@ the adapter. It prints peak GPU memory, step time, tokens/s and the versions, an
 
     python3 bench/gpu_check.py --shape llama2-7b --json gpu_check.json     # on a CUDA GPU (bench/README.md)
     python3 bench/gpu_check.py --shape tiny --device cpu --json out.json   # CPU, bitsandbytes' CPU 4-bit path
+    python3 bench/gpu_check.py --processes 4 --json gpu_check.json         # 4 GPUs: DDP, one torchrun worker each
+    python3 bench/gpu_check.py --processes 4 --fsdp --json gpu_check.json  # 4 GPUs: FSDP + QLoRA
 
 Exit status 1 when a check fails (the model was not really 4-bit, a step was not at the card's batch and length, a
 loss was not finite, a LoRA matrix never moved, the adapter changed nothing, generation produced nothing).
@@ -156,7 +158,7 @@ class Mem:
 
 
 def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_tokens: int, seed: int,
-              workdir: Path) -> None:
+              workdir: Path, processes: int = 1, fsdp: bool = False) -> None:
     """Fill `res` as the check goes, so that a run that dies half-way still reports what it measured."""
     import torch
 
@@ -167,6 +169,10 @@ def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_toke
         raise SystemExit("gpu_check: --device cuda, but torch sees no CUDA GPU")
     if shape == "llama2-7b" and not cuda:
         raise SystemExit("gpu_check: the llama2-7b shape needs a CUDA GPU (13.5 GB of weights); use --shape tiny")
+    if cuda and processes > torch.cuda.device_count():
+        raise SystemExit(f"gpu_check: --processes {processes}, but torch sees {torch.cuda.device_count()} GPU(s)")
+    if fsdp and not cuda:
+        raise SystemExit("gpu_check: --fsdp needs CUDA GPUs (FSDP + QLoRA is refused on CPU)")
     res.update({"weights": RANDOM_NOTE, "shape": shape, "config": SHAPES[shape], "card": CARD,
                 "versions": versions()})
     log(f"gpu_check: {RANDOM_NOTE}")
@@ -184,14 +190,18 @@ def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_toke
     overrides: dict[str, Any] = {"hf_path": str(model_dir), "epochs": 1}
     if not cuda:
         overrides["device"] = "cpu"
+    if processes > 1 or fsdp:  # torchrun workers (localaug/student/distributed.py), one per GPU
+        overrides.update(processes=processes, fsdp=fsdp)
     res["overrides"] = {k: v for k, v in overrides.items() if k != "hf_path"} | {"hf_path": "<random checkpoint>"}
     st = load_student(CARD, **overrides)
     plan = st.plan
     res["identity"] = st.identity.replace(str(model_dir), "<random checkpoint>")
     bs, ga, max_len = plan.train.batch_size, plan.train.grad_accum, plan.train.max_length
     n_eval = int(plan.eval_batch_size)
-    items = make_items(steps * bs * ga, n_eval, max_len, config.vocab_size, seed)
+    # Each optimizer step takes batch x grad_accum rows on every process.
+    items = make_items(steps * bs * ga * processes, n_eval, max_len, config.vocab_size, seed)
     res["plan"] = {"device": plan.device, "precision": plan.precision, "quantization": plan.quantization,
+                   "processes": plan.processes, "fsdp": plan.fsdp,
                    # the card's typed sections, as plain dicts for the JSON report
                    "lora": plan.lora.model_dump(), "train": plan.train.model_dump(), "eval_batch_size": n_eval,
                    "max_new_tokens_cap": plan.max_new_tokens}
@@ -203,7 +213,10 @@ def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_toke
     def progress(done: int, total: int, info: dict[str, Any]) -> None:
         if cuda:
             torch.cuda.synchronize()  # a step is over when the GPU is done with it
-        marks.append((time.perf_counter(), done, info.get("loss")))
+        now = time.perf_counter()
+        if info.get("worker_time"):  # several processes: when rank 0 ended the step (we hear of it up to 0.5 s late)
+            now -= max(0.0, time.time() - info["worker_time"])
+        marks.append((now, done, info.get("loss")))
         log(f"  step {done}/{total} {json.dumps(info)}")
 
     adapter = workdir / "adapter"
@@ -214,7 +227,7 @@ def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_toke
     mem.stop("train (load + LoRA steps)")
     step_s = [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)]  # the first step carries the warm-up
     timed = statistics.median(step_s) if step_s else None
-    tokens_per_step = bs * ga * max_len
+    tokens_per_step = bs * ga * max_len * processes
     losses = [m[2] for m in marks if m[2] is not None] + ([stats.final_loss] if stats.final_loss is not None else [])
     res["train"] = {
         "steps": stats.steps, "batch_size": bs, "grad_accum": ga, "max_length": max_len,
@@ -223,7 +236,10 @@ def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_toke
         "load_and_first_step_s": round(marks[0][0] - t0, 1) if marks else None,
         "step_s": [round(s, 3) for s in step_s], "step_s_median": None if timed is None else round(timed, 3),
         "tokens_per_s": None if timed is None else round(tokens_per_step / timed, 1),
-        "losses": [round(x, 4) for x in losses],
+        "losses": [round(x, 4) for x in losses], "processes": stats.processes,
+        # several processes: the workers' own peak (the driver holds no model while they train), and the time
+        # spent starting them (torchrun, imports, loading) before the first step
+        "worker_peak_gpu_gib": stats.extra.get("peak_gpu_gib"), "launch_s": stats.extra.get("launch_seconds"),
     }
     log(f"train: {json.dumps(res['train'])}")
 
@@ -282,6 +298,7 @@ def run_check(res: dict[str, Any], shape: str, steps: int, device: str, gen_toke
         "adapter_changes_scores": any(a.scores != b.scores for a, b in zip(base_scores, tuned_scores, strict=True)),
         "generation_produced_tokens": new_tokens > 0,
         "on_requested_device": q["device"].startswith("cuda" if cuda else "cpu"),
+        "trained_on_requested_processes": stats.processes == processes,
     }
     res["ok"] = all(res["checks"].values())
 
@@ -301,7 +318,9 @@ def report(res: dict[str, Any]) -> str:
         f"{res['quant'].get('double_quant')}, compute {res['quant'].get('compute_dtype')}",
         f"   train: {t['steps']} steps of {t['batch_size']} x {t['grad_accum']} (grad accum) x {t['max_length']} "
         f"tokens; step {t['step_s_median']} s (median after the first), {t['tokens_per_s']} tokens/s; "
-        f"load + first step {t['load_and_first_step_s']} s; losses {t['losses']}",
+        f"load + first step {t['load_and_first_step_s']} s; losses {t['losses']}"
+        + (f"; {t['processes']} processes (launch {t['launch_s']} s, worker peak GPU {t['worker_peak_gpu_gib']} GiB)"
+           if t.get("processes", 1) > 1 or res["plan"].get("fsdp") else ""),
         f"   eval: load {e['load_s']} s; scoring {e['score']['prompts']} prompts x {e['score']['choices']} choices "
         f"{e['score']['seconds_adapter']} s; generation {e['generate']['new_tokens']} tokens in "
         f"{e['generate']['seconds']} s ({e['generate']['tokens_per_s']} tokens/s)",
@@ -324,17 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="where the random checkpoint goes (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    ap.add_argument("--processes", type=int, default=1, help="train on N torchrun processes (one per GPU)")
+    ap.add_argument("--fsdp", action="store_true", help="FSDP + QLoRA over the processes' GPUs (CUDA only)")
     a = ap.parse_args(argv)
     # The check must run the checkout it lives in (its models/ card and its localaug), installed or not.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     if a.shape == "llama2-7b" and a.device == "cpu":  # refuse before minutes of imports and a 13.5 GB write
         ap.error("the llama2-7b shape needs a CUDA GPU (13.5 GB of weights, hours on a CPU); use --shape tiny")
-    if a.steps < 1 or a.gen_tokens < 1:
-        ap.error("--steps and --gen-tokens must be at least 1 (2 steps or more for a step time)")
+    if a.steps < 1 or a.gen_tokens < 1 or a.processes < 1:
+        ap.error("--steps, --gen-tokens and --processes must be at least 1 (2 steps or more for a step time)")
     workdir = a.workdir or default_workdir(a.shape)
     res: dict[str, Any] = {"ok": False}
     try:
-        run_check(res, a.shape, a.steps, a.device, a.gen_tokens, a.seed, workdir)
+        run_check(res, a.shape, a.steps, a.device, a.gen_tokens, a.seed, workdir, a.processes, a.fsdp)
     except Exception as e:  # any failure: keep what was measured (the JSON below), then fail
         res["error"] = "".join(traceback.format_exception(e))[-4000:]
         log(f"gpu_check FAILED: {res['error']}")

@@ -68,8 +68,8 @@ def _train_items(rows: list[dict[str, Any]], shots: list[int]) -> list[Any]:
 def part_step(mode: str, precision: str, steps: int) -> dict[str, Any]:
     """Training step peak memory (and time): answer-only logits vs the standard full-logits loss."""
     import torch
-    from localaug.student.model import load_student
 
+    from localaug.student import load_student
     from localaug.student.train import collate, encode_item, prepare_peft
 
     st = load_student(precision=precision)
@@ -107,8 +107,7 @@ def part_pair(precision: str, rounds: int) -> dict[str, Any]:
     """Step time of both losses alternated in one process (A B A B ...), so that the background load of a
     shared machine hits both alike; `part_step` (one process per mode) gives the memory figures."""
 
-    from localaug.student.model import load_student
-
+    from localaug.student import load_student
     from localaug.student.train import collate, encode_item, prepare_peft
 
     st = load_student(precision=precision)
@@ -129,8 +128,7 @@ def part_pair(precision: str, rounds: int) -> dict[str, Any]:
 
 def part_trainer(mode: str, n: int, epochs: int) -> dict[str, Any]:
     """Tokens/s of a whole Trainer run on mixed-length rows (0-6 few-shot demos each)."""
-    from localaug.student.model import load_student
-
+    from localaug.student import load_student
     from localaug.student.train import encode_item, train_adapter
 
     st = load_student(epochs=epochs)
@@ -170,9 +168,8 @@ def _plain_trainer(st: Any, items: list[Any], epochs: int) -> None:
 
 def part_eval(n_test: int, gen_rows: int) -> dict[str, Any]:
     """Scoring vs generate-and-parse on TREC test with an adapter tuned on 50 training rows."""
-    from localaug.student.model import load_student
-
     from localaug.protocols import EvalItem
+    from localaug.student import load_student
 
     st = load_student()
     train = _rows("train.jsonl")[:50]
@@ -203,9 +200,8 @@ def part_eval(n_test: int, gen_rows: int) -> dict[str, Any]:
 
 def part_iteration(n_test: int) -> dict[str, Any]:
     """One LLM2LLM iteration of the default student: train on 50 rows, evaluate seed (50) and test."""
-    from localaug.student.model import load_student
-
     from localaug.protocols import EvalItem
+    from localaug.student import load_student
 
     t0 = time.perf_counter()
     st = load_student()

@@ -24,21 +24,12 @@ def make_student(spec: str, settings: dict[str, Any] | None = None, *, factory: 
     backend = resolve("student", spec, factory=factory)
     if not backend.is_card:
         return backend.build(settings or {})
-    quiet_transformers()
     from .student import load_student
+    from .student.quiet import quiet_transformers
+
+    quiet_transformers()
 
     return load_student(spec, **(settings or {}))
-
-
-def quiet_transformers() -> None:
-    """Our own rich progress is what the user watches; library bars and deprecation notes are noise there."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def teacher_cache_path(settings: Settings) -> Path:

@@ -158,7 +158,7 @@ def _card_counter(card: ModelCard) -> Any:
     def count(prompt: str, answers: Sequence[str]) -> int:
         nonlocal tok
         if tok is None:
-            from .backends import quiet_transformers
+            from .student.quiet import quiet_transformers
             from .student.weights import tokenizer_of
 
             quiet_transformers()
@@ -203,7 +203,6 @@ def _estimate_seconds(train_rows: int, seed_rows: int, test_rows: int, iteration
 def _plan(task: Task, settings: Settings, card: ModelCard | None
           ) -> tuple[list[Example], list[Example], list[tuple[str, str]]]:
     """(the seed set the run will draw, the test rows it will use, what the run would do), checked."""
-    from .recipe import holdout_size
     from .student.plan import merge_overrides, with_source_overrides
 
     pool = task.load_split("train")
@@ -213,7 +212,7 @@ def _plan(task: Task, settings: Settings, card: ModelCard | None
     if seed_n > len(pool):
         raise UserError(f"a seed set of {seed_n} rows was asked for, but the train split has {len(pool):,} rows "
                         f"({task.split_path('train')})", field="seed_size")
-    held = holdout_size(seed_n, s.holdout)
+    held = s.held_out_count(seed_n)
     # The same draw as the run's prepare stage (stages.py), so the length check sees the rows the run will use.
     seed = sample_seed(pool, size=s.seed_size, fraction=s.seed_fraction, seed=s.seed, stratify_by=task.stratify())
     used_test = test[s.test_offset:][: s.test_size]

@@ -97,6 +97,17 @@ class Settings(Strict):
             raise ValueError(f"teacher_urls: '{bad[0]}' must look like http://HOST:PORT/v1")
         return self
 
+    def held_out_count(self, seed_size: int) -> int:
+        """How many of `seed_size` seed examples `holdout` keeps out; an error when either side is under 2."""
+        if self.holdout <= 0:
+            return 0
+        n = round(self.holdout * seed_size)
+        if n < 2 or seed_size - n < 2:
+            raise UserError(f"holdout {self.holdout} of a {seed_size}-example seed set leaves too little on one "
+                            f"side ({n} held out, {seed_size - n} for the loop; each needs 2); use a larger seed set "
+                            "or holdout: 0", field="holdout")
+        return n
+
     @property
     def teacher_servers(self) -> list[str]:
         """The configured teacher servers (none: the in-process teacher)."""

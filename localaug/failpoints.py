@@ -39,3 +39,9 @@ def on_failpoint(name: str, action: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         _ACTIONS.pop(name, None)
+
+
+def crash(name: str) -> None:
+    """Raise at `name` when $LOCALAUG_FAILPOINT says so: a process that fails with a traceback of its own."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        raise RuntimeError(f"failpoint {name}")

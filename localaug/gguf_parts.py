@@ -9,12 +9,19 @@ damaged piece never leaves a half-made model behind. Nothing is downloaded.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 
 from .errors import UserError
 from .files import atomic_file, cache_dir, remember_sha256, sha256_file
-from .modelcards import package_dir
 
+
+def package_dir(name: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it (None: not installed)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 def _piece(package: str) -> Path | None:
     """The one `data/*.bin` file a part package holds, or None when the package is not installed. Found

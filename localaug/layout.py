@@ -1,7 +1,7 @@
 """The run directory's names, each defined once: the files a run writes and the stages the manifest marks.
 
     runs/<name>/
-      config.yaml  manifest.json  .lock  report.md  accuracy.png
+      config.yaml  manifest.json  .lock  report.md  report.html  accuracy.png
       seed.jsonl  holdout.jsonl  test.jsonl            stage `prepare`
       preflight/teacher.jsonl                          stage `preflight/teacher` (the teacher labels seeds)
       iter_00/                                         one round of the loop (`round_folder(0)`)
@@ -23,6 +23,7 @@ CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 REPORT = "report.md"
+REPORT_HTML = "report.html"  # the same run for a browser: every teacher example, kept or refused, and why
 PLOT = "accuracy.png"
 
 SEED = "seed.jsonl"
@@ -129,5 +130,22 @@ FINAL = Folder("final", -1)
 PREFLIGHT = Folder("preflight", -2)
 
 
+ROUND_PREFIX = "iter_"
+
+
 def round_folder(i: int) -> Folder:
-    return Folder(f"iter_{i:02d}", i)
+    return Folder(f"{ROUND_PREFIX}{i:02d}", i)
+
+
+def folder_of(key: str) -> Folder | None:
+    """The folder a stage key belongs to ("iter_01/fold0/train" -> iteration 1's fold 0); None for `prepare`."""
+    if "/" not in key:
+        return None
+    path = key.rsplit("/", 1)[0]
+    top = path.split("/", 1)[0]
+    for known in (FINAL, PREFLIGHT):
+        if top == known.path:
+            return Folder(path, known.iteration)
+    if top.startswith(ROUND_PREFIX) and top[len(ROUND_PREFIX):].isdigit():
+        return Folder(path, int(top[len(ROUND_PREFIX):]))
+    return None

@@ -69,7 +69,7 @@ class Loop:
         for i in range(n):
             row, data, stop = self.iteration(i, data, seed, test, last=i == n - 1)
             row = self.store.record_iteration(row)
-            self.hooks.review_iteration(row)
+            self.hooks.review_iteration(row)                            # hook: the preflight beside M_0
             self.stages.obs.iteration_end(i, row)
             result.iterations.append(row)
             if stop:
@@ -96,7 +96,7 @@ class Loop:
         errors = found or on_seed
         row.wrong, row.oof_accuracy = errors.wrong, found.accuracy if found else None
         by_id = {e.id: e for e in seed}
-        wrong = [Target(by_id[r["id"]], r["prediction"]) for r in errors.rows if not r["correct"]]
+        wrong = [Target(by_id[r["id"]], r["prediction"]) for r in errors.rows if not r["correct"]]  # wrong
         targets = wrong + hooks.add_targets(i, errors, wrong, seed)     # hook: low-margin targets
         targets = hooks.redraw_targets(i, errors, targets, seed)        # hook: random control, teacher budget
         if not targets:

@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from .cards import builtin_card, builtin_names
 from .errors import UserError
+from .gguf_parts import package_dir
 from .schema import Strict, load_yaml_model
 
 DEFAULT_STUDENT = "gemma3-270m"  # the CPU student
@@ -25,14 +26,6 @@ DEFAULT_TEACHER = "qwen2.5-coder-1.5b"  # a teacher that can teach (docs/teacher
 # A top-level package name: finding it (importlib.util.find_spec) never runs code, as a dotted name would.
 PACKAGE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 GGUF_MAGIC = b"GGUF"
-
-
-def package_dir(name: str) -> Path | None:
-    """The folder of an installed top-level package, found without importing it (None: not installed)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 class GgufParts(Strict):
@@ -98,6 +91,12 @@ class StudentSection(Strict):
     train: Training = Field(default_factory=Training)
     eval_batch_size: int = Field(16, ge=1)
     max_new_tokens: int | None = Field(None, ge=1, description="caps generated answers when set")
+    # Past one process (README "Scaling out"): each training stage runs as torchrun workers.
+    processes: int = Field(1, ge=1, description="training processes per stage (1: in the driver; N: N torchrun "
+                                                "workers, one per GPU on CUDA)")
+    launcher: str | None = Field(None, min_length=1, description="replaces `torchrun --standalone --nproc_per_node "
+                                                                 "N` (multi-node: a torchrun rendezvous, srun ...)")
+    fsdp: bool = Field(False, description="FSDP + QLoRA over the workers' GPUs, for a student too big for one GPU")
 
 
 class ModelCard(Strict):
@@ -138,8 +137,6 @@ class ModelCard(Strict):
         checked without loading, joining or converting anything (the pre-run checks call this)."""
         src, where = self.source, self.path
         if src.hf_path is not None:
-            from .student.weights import check_hf_dir
-
             check_hf_dir(Path(src.hf_path).expanduser(), self)
         elif src.gguf_path is not None:
             p = Path(src.gguf_path).expanduser()
@@ -190,3 +187,24 @@ def load_model_card(name_or_path: str | Path) -> ModelCard:
     card._path = p
     card.name = card.name or p.stem
     return card
+
+
+# Weights in these formats are Python pickles: loading one runs whatever code it holds.
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+
+
+def check_hf_dir(p: Path, card: ModelCard | None = None) -> Path:
+    """A Hugging Face folder that holds safetensors weights and a config (never only pickles)."""
+    where = card.path if card else None
+    if not p.is_dir():
+        raise UserError(f"model directory not found: {p}", file=where, field="source.hf_path")
+    if not any(p.glob("*.safetensors")):
+        pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
+        if pickles:  # loading a pickle runs whatever code it holds: never done, whoever wrote the folder
+            raise UserError(f"{p} holds only pickle weights ({', '.join(pickles[:3])}), which localaug never "
+                            "loads (unpickling can run code): convert them to safetensors", file=where,
+                            field="source.hf_path")
+        raise UserError(f"no *.safetensors weights in {p}", file=where, field="source.hf_path")
+    if not (p / "config.json").is_file():
+        raise UserError(f"no config.json in {p}", file=where, field="source.hf_path")
+    return p

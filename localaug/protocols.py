@@ -61,6 +61,7 @@ class TrainStats:
     seconds: float = 0.0
     final_loss: float | None = None
     peak_rss_mb: float | None = None
+    processes: int = 1  # training processes that trained it (torchrun workers, see student/distributed.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -23,7 +23,6 @@ from typing import Any
 from . import layout
 from .augment import Target
 from .data import sample_seed
-from .errors import UserError
 from .failpoints import halfway
 from .hooks import Hooks
 from .layout import FINAL, PREFLIGHT, round_folder
@@ -51,18 +50,6 @@ def seeded_share(items: list[Any], k: int, salt: str) -> list[Any]:
     return [items[j] for j in sorted(rng.sample(range(len(items)), k))]
 
 
-def holdout_size(seed_size: int, fraction: float) -> int:
-    """How many seed examples `fraction` holds out; an error when either side would be under 2."""
-    if fraction <= 0:
-        return 0
-    n = round(fraction * seed_size)
-    if n < 2 or seed_size - n < 2:
-        raise UserError(f"holdout {fraction} of a {seed_size}-example seed set leaves too little on one side "
-                        f"({n} held out, {seed_size - n} for the loop; each needs 2); use a larger seed set or "
-                        "holdout: 0", field="holdout")
-    return n
-
-
 def source_of(example: Example) -> str:
     """The seed example an example was made from (itself, for a seed example)."""
     return str(example.meta.get("seed_id") or example.id)
@@ -78,7 +65,7 @@ class Recipe(Hooks):
     # ------------------------------------------------------------------ held-out seeds
 
     def hold_out_seeds(self, seed: list[Example]) -> list[Example]:
-        n = holdout_size(len(seed), self.settings.holdout)
+        n = self.settings.held_out_count(len(seed))
         if not n:
             return []
         return sample_seed(seed, size=n, seed=self.settings.seed + 7919, stratify_by=self.stages.task.stratify())

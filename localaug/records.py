@@ -46,6 +46,7 @@ class TrainSummary(StageSummary):
     train_tokens: int
     final_loss: float | None = None
     peak_rss_mb: float | None = None
+    processes: int = 1  # training processes (torchrun workers: student/distributed.py)
 
 
 class EvalSummary(StageSummary):
@@ -184,6 +185,8 @@ class Manifest(Record):
     finished: bool = False
     stopped_early: str | None = None
     teacher_servers: list[TeacherServer] = []  # a teacher behind servers (teacher/pool.py)
+    # The stage begun and not yet marked done: where a run that is no longer alive stopped (None between stages).
+    in_progress: str | None = None
 
     @field_validator("stages", mode="before")
     @classmethod

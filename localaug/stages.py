@@ -69,6 +69,7 @@ class Stages:
         label = f"{name}@{folder.label}" if folder.label else name  # which out-of-fold student, for progress
         if not self.store.stage_done(key):
             self.obs.stage_start(folder.iteration, label, total)
+            self.store.mark_started(key)
             t0 = time.perf_counter()
             summary = work().model_copy(update={"seconds": round(time.perf_counter() - t0, 3)})
             self.store.mark_done(key, summary)
@@ -81,6 +82,7 @@ class Stages:
         """Draw the seed set from the train split, let `hold_out` keep part of it out of the loop, fix the
         test set. (seed examples in the loop, test examples)."""
         if not self.store.stage_done(layout.PREPARE):
+            self.store.mark_started(layout.PREPARE)
             s = self.settings
             pool = self.task.load_split("train")
             seed = sample_seed(pool, size=s.seed_size, fraction=s.seed_fraction, seed=s.seed,
@@ -112,7 +114,8 @@ class Stages:
             stats = self.student.train([self.task.train_item(e) for e in data], self.store.path(folder.adapter),
                                        seed=self.settings.training_seed, progress=self.obs.progress)
             return TrainSummary(train_size=len(data), steps=stats.steps, train_tokens=stats.train_tokens,
-                                final_loss=stats.final_loss, peak_rss_mb=stats.peak_rss_mb)
+                                final_loss=stats.final_loss, peak_rss_mb=stats.peak_rss_mb,
+                                processes=stats.processes)
 
         return self.run(folder, layout.TRAIN, len(data), work)
 

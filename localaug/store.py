@@ -47,7 +47,11 @@ class RunStore:
 
     @property
     def manifest(self) -> Manifest:
-        """The run's record as it stands (read it; change it through the `record_*` methods)."""
+        """A copy of the run's record as it stands: the store alone changes it (`mark_done`, `record_*`)."""
+        return self._m.model_copy(deep=True)
+
+    @property
+    def _m(self) -> Manifest:
         if self._manifest is None:
             raise RuntimeError("the run directory is not open")
         return self._manifest
@@ -68,7 +72,7 @@ class RunStore:
             except UserError:
                 store.unlock()
                 raise
-            if store.manifest.config_fingerprint != config.fingerprint():
+            if store._m.config_fingerprint != config.fingerprint():
                 store.unlock()
                 raise UserError("holds another run (its config differs); pass another --out, or "
                                 "--resume to continue it with its own config", file=store.root)
@@ -92,6 +96,22 @@ class RunStore:
             raise UserError("is not a localaug run directory (no manifest.json)", file=store.root)
         store._manifest = _read_manifest(path)
         return store
+
+    def is_running(self) -> bool:
+        """Whether a live localaug holds this run's lock (a killed run's lock is free: the kernel dropped it)."""
+        path = self.root / LOCK
+        if self._lock_fd is not None:
+            return True
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a probe on its own open file: it never blocks
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's lock at once
+        return False
 
     def _lock(self) -> None:
         """An flock on .lock: the kernel drops it when the holder dies, so a stale lock of a killed run
@@ -117,51 +137,56 @@ class RunStore:
     # ------------------------------------------------------------------ the manifest: the only writer
 
     def _save(self) -> None:
-        atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest.to_json(), indent=2, sort_keys=True))
+        atomic_write_text(self.root / MANIFEST, json.dumps(self._m.to_json(), indent=2, sort_keys=True))
 
     def stage_done(self, key: str) -> bool:
-        return key in self.manifest.stages
+        return key in self._m.stages
 
     def summary(self, key: str) -> StageSummary:
         """The summary a finished stage recorded (KeyError: not finished)."""
-        return self.manifest.stages[key]
+        return self._m.stages[key].model_copy()
+
+    def mark_started(self, key: str) -> None:
+        """A stage begins: a run that dies before `mark_done` stopped here (`localaug runs` says so)."""
+        self._manifest = self._m.model_copy(update={"in_progress": key})
+        self._save()
 
     def mark_done(self, key: str, summary: StageSummary) -> None:
         """Mark a stage done, after its artefacts are written: the resume point moves past it."""
-        self.manifest.stages[key] = summary.model_copy(update={"finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self._m.stages[key] = summary.model_copy(update={"finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self._manifest = self._m.model_copy(update={"in_progress": None})
         self._save()
 
     def record_iteration(self, row: IterationRow) -> IterationRow:
         """A finished round, with the seconds its stages took."""
         folder = layout.round_folder(row.iteration).path + "/"
-        seconds = sum(v.seconds for k, v in self.manifest.stages.items() if k.startswith(folder))
+        seconds = sum(v.seconds for k, v in self._m.stages.items() if k.startswith(folder))
         row = row.model_copy(update={"seconds": round(seconds, 1)})
-        self.manifest.iterations[f"{row.iteration:02d}"] = row
+        self._m.iterations[f"{row.iteration:02d}"] = row
         self._save()
         return row
 
     def record_models(self, *, student: str | None = None, teacher: str | None = None,
                       teacher_cache: str | None = None) -> None:
         """The identities of the models the run used (and where the teacher's cache is)."""
-        models = {**self.manifest.models, **{k: v for k, v in (("student", student), ("teacher", teacher)) if v}}
+        models = {**self._m.models, **{k: v for k, v in (("student", student), ("teacher", teacher)) if v}}
         update: dict[str, Any] = {"models": models}
         if teacher_cache is not None:
             update["teacher_cache"] = teacher_cache
-        self._manifest = self.manifest.model_copy(update=update)
+        self._manifest = self._m.model_copy(update=update)
         self._save()
 
     def record_preflight(self, preflight: Preflight) -> None:
-        self._manifest = self.manifest.model_copy(update={"preflight": preflight})
+        self._manifest = self._m.model_copy(update={"preflight": preflight})
         self._save()
 
     def record_teacher_servers(self, servers: list[TeacherServer]) -> None:
         """The teacher's servers and what each answered (teacher/record.py)."""
-        self._manifest = self.manifest.model_copy(update={"teacher_servers": servers})
+        self._manifest = self._m.model_copy(update={"teacher_servers": servers})
         self._save()
 
     def finish(self, final: FinalModel | None, stopped_early: str | None) -> None:
-        self._manifest = self.manifest.model_copy(update={"final": final, "finished": True,
-                                                          "stopped_early": stopped_early})
+        self._manifest = self._m.model_copy(update={"final": final, "finished": True, "stopped_early": stopped_early})
         self._save()
 
     # ------------------------------------------------------------------ files

@@ -9,8 +9,8 @@ The teacher must *choose among the labels*, not answer the question: the request
 ending where the student's answer starts, constrained to the exact answers the student scores
 (`GenerationRequest.choices`). Measured with Qwen2.5-Coder-1.5B-Instruct (docs/RESULTS.md): as a chat
 turn it answered the question itself ("France"); as a completion constrained to the label words it
-labels 67% (TREC), 93% (SNIPS), 96% (SST-2) of test rows right. For maths the verifier is the teacher
-solving the candidate's problem itself: it must reach the candidate's final number.
+labels 67% (TREC), 93% (SNIPS), 96% (SST-2) of test rows right. For a kind without choices (maths) the
+verifier is the teacher answering the candidate itself: it must reach the candidate's answer.
 """
 
 from __future__ import annotations
@@ -24,12 +24,7 @@ from .augment import request_seed
 from .protocols import GenerationRequest, ProgressFn, Sampling, Teacher
 from .style import TextStyle
 from .task import Example, Task
-from .task.maths import final_number
 from .task.prompts import prompts_of
-
-SOLVE_SYSTEM = ("Solve the maths word problem step by step. Mark each calculation as <<expression=result>> and "
-                "end with a line '#### ' followed by the final number.")
-
 
 # `refuse: true` (setting `refuse_non_examples`): the verifier may also answer that a candidate is no example
 # of the task at all. Constrained to the labels alone, a refusal ("I'm sorry, but as an AI language model...")
@@ -53,7 +48,7 @@ def shared_shots(task: Task, pool: Sequence[Example], exclude: set[str], per_lab
     candidate's own source, or the examples being labelled)."""
     pool = [e for e in pool if e.id not in exclude]
     rng = random.Random(seed)
-    if task.kind.name != "classification":
+    if not task.kind.has_classes:
         return rng.sample(pool, min(len(pool), prompts_of(task).max_shots(per_label * 2)))
     picked: list[Example] = []
     for label in task.labels:
@@ -65,9 +60,11 @@ def shared_shots(task: Task, pool: Sequence[Example], exclude: set[str], per_lab
 
 def label_request(task: Task, teacher: Teacher, example: Example, shots: list[Example],
                   non_examples: Sequence[tuple[int, str]] = ()) -> GenerationRequest:
-    """Ask for `example`'s answer: the student's format, few-shot; for maths, a worked solution.
+    """Ask for `example`'s answer in the student's format, few-shot: constrained to the choices where the
+    kind has them; else the teacher answers it itself (a chat model from the kind's own instruction).
     `non_examples`: (position among the shots, text) of shots answered NOT_AN_EXAMPLE, which the answer may be."""
-    if task.kind.has_choices:
+    kind = task.kind
+    if kind.has_choices:
         choices = task.eval_item(example, "score").choices or ()
         prompt = prompts_of(task).verify(example, shots)
         if non_examples:
@@ -77,11 +74,9 @@ def label_request(task: Task, teacher: Teacher, example: Example, shots: list[Ex
         return GenerationRequest(prompt=prompt,
                                  sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=longest // 2 + 8, seed=0),
                                  choices=choices)
-    greedy = Sampling(temperature=0.0, top_p=1.0, max_tokens=384, seed=0, stop=("\n\n\n", "\nProblem:"))
     if teacher.prefers_completion:
-        return GenerationRequest(prompt=prompts_of(task).verify(example, shots), sampling=greedy)
-    question = task.kind.fields(example.data, task.labels)["question"]
-    return GenerationRequest(messages=(("system", SOLVE_SYSTEM), ("user", question)), sampling=greedy)
+        return GenerationRequest(prompt=prompts_of(task).verify(example, shots), sampling=kind.solve_sampling)
+    return GenerationRequest(messages=kind.solve_messages(example.data), sampling=kind.solve_sampling)
 
 
 def _with_non_examples(task: Task, example: Example, shots: list[Example],
@@ -108,15 +103,16 @@ def non_example_shots(task: Task, pool: Sequence[Example], n_shots: int, seed: i
 
 def read_answer(task: Task, example: Example, text: str) -> str | None:
     """The teacher's answer as a prediction: the choice it picked, else whatever the text says."""
-    if task.kind.has_choices:
+    kind = task.kind
+    if kind.has_choices:
         if text.strip() == NOT_AN_EXAMPLE.strip():  # the verifier refused it as no example of the task
             return None
         choices = task.eval_item(example, "score").choices or ()
         stripped = [c.strip() for c in choices]
         if text.strip() in stripped:
-            return task.kind.prediction_from_choice(example.data, task.labels, stripped.index(text.strip()))
-        return task.kind.prediction_from_text(example.data, task.labels, text)
-    return final_number(text)
+            return kind.prediction_from_choice(example.data, task.labels, stripped.index(text.strip()))
+        return kind.prediction_from_text(example.data, task.labels, text)
+    return kind.read_solution(text)
 
 
 def label_with_teacher(task: Task, teacher: Teacher, examples: Sequence[Example], shots: list[Example],

@@ -35,3 +35,45 @@ def plugin_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "LOCALAUG_FAILPOINT"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])
     return {**env, **extra}
+
+
+@pytest.fixture(scope="session")
+def fake_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One finished `localaug run` on the demo, the real CLI in a subprocess (a 100-column terminal), with the
+    fake models of tests/fakes.py: (its run directory, what it printed). Shared by the report and terminal tests;
+    the settings give three iterations, two teacher rounds and every filter of the default recipe (~7 s)."""
+    import subprocess
+
+    tmp = tmp_path_factory.mktemp("fake-demo")
+    env = plugin_env(COLUMNS="100", TERM="xterm")
+    cmd = [sys.executable, "-m", "localaug.cli", "run", "--task", "demo", "--seed-size", "24", "--iterations", "3",
+           "--seed", "3", "--student", "fake", "--teacher", "fake",
+           "--cache", str(tmp / "cache.sqlite"), "--out", str(tmp / "run")]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return tmp / "run", res.stdout
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run written through the store's API (bench/synthetic_run.py): every fate of a teacher example,
+    and teacher texts that try to break out of a web page. Its reports are written."""
+    from bench.synthetic_run import write_run
+    from localaug.report import write_report
+    from localaug.store import RunStore
+
+    run = write_run(tmp_path_factory.mktemp("synthetic") / "run", teacher_examples=60)
+    write_report(RunStore.open_existing(run))
+    return run
+
+
+@pytest.fixture(scope="session")
+def gemma_teacher():  # noqa: ANN201
+    """The default card's small model as an in-process llama.cpp teacher, loaded once for the whole session
+    (its tests ask for short generations; the model stays ~0.5 GB in memory). One thread: llama.cpp's threads
+    spin, and two of them beside any other busy process ran the llama.cpp tests 5-7x slower than one (2 cores)."""
+    from localaug.teacher import build_teacher
+
+    teacher = build_teacher("gemma3-270m", batch_sequences=8, n_threads=1)
+    yield teacher
+    teacher.close()

@@ -43,9 +43,10 @@ try:
     reach = "connected"
 except OSError as e:
     reach = errno.errorcode.get(e.errno, str(e))
-# The 270M model as teacher keeps this test quick; the default teacher is the audit-hook test's (test_offline.py).
-common = ["--task", "demo", "--iterations", "2", "--test-size", "12", "--epochs", "1", "--seed", "3",
-          "--teacher", "gemma3-270m"]
+# The 270M model as teacher and a small run (every stage of the default recipe, on few rows) keep this test
+# quick; the default teacher is the audit-hook test's (test_offline.py).
+common = ["--task", "demo", "--iterations", "2", "--seed-size", "12", "--test-size", "12", "--epochs", "1",
+          "--per-wrong", "1", "--seed", "3", "--teacher", "gemma3-270m"]
 # The air-gapped procedure's step 5: prepare the models once (the student's GGUF converted here), then run.
 prepare = subprocess.run([f"{venv_bin}/localaug", "prepare", "--teacher", "gemma3-270m"], capture_output=True,
                          text=True)

@@ -19,10 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def teacher():  # noqa: ANN201
-    from localaug.teacher import build_teacher
-
-    return build_teacher("gemma3-270m")
+def teacher(gemma_teacher):  # noqa: ANN001, ANN201 - the session's model (conftest.py)
+    return gemma_teacher
 
 
 def test_trec_wrong_example_yields_a_valid_example_deterministically(teacher, tmp_path: Path,  # noqa: ANN001

@@ -190,3 +190,44 @@ def test_bad_plans_fail_before_anything_is_written(tmp_path: Path) -> None:
     _assert_one_line_error(_cli("run", "--task", str(card), "--seed-size", "10", "--out", str(out), "--teacher-url",
                                 f"http://127.0.0.1:{port}/v1", "--teacher-model", "x"), "unreachable")
     assert not out.exists()
+
+
+def test_generate_takes_the_defaults_of_localaug_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No default of its own: without --pool the paper recipe's (1 sample per target, nothing verified), with
+    --pool the localaug recipe's (3 samples per target, the teacher verifier)."""
+    from localaug.augment import request_seed
+    from localaug.config import RECIPES
+    from localaug.task import load_task
+
+    rows = load_task("demo").load_split("train")[:40]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(e.data) + "\n" for e in rows))
+    (tmp_path / "wrong.jsonl").write_text("".join(json.dumps({**e.data, "id": e.id}) + "\n" for e in rows[:4]))
+    for pool, want in (([], 1), (["--pool", str(tmp_path / "pool.jsonl")], RECIPES["localaug"]["per_wrong"])):
+        log = tmp_path / f"calls{want}.log"
+        monkeypatch.setenv("FAKE_TEACHER_LOG", str(log))
+        res = CliRunner().invoke(main, ["generate", "--task", "demo", "--teacher", "fake",
+                                        "--input", str(tmp_path / "wrong.jsonl"), "--out", str(tmp_path / "o.jsonl"),
+                                        "--cache", str(tmp_path / f"c{want}.sqlite"), *pool])
+        assert res.exit_code == 0, res.output
+        seeds = [int(x) for x in log.read_text().split()]
+        # The first attempt for each target asks `per_wrong` samples, seeded request_seed(...) + 0, 1, ...
+        for e in rows[:4]:
+            first = request_seed(0, 0, e.id, 0)
+            assert sorted(s - first for s in seeds if 0 <= s - first < 10) == list(range(want)), (pool, e.id)
+        assert ("confirmed by the verifier" in res.output) == bool(pool)
+
+
+def test_train_and_eval_commands_take_the_run_defaults(tmp_path: Path) -> None:
+    """`localaug train` draws the task card's seed size with the run's seed; `localaug eval` judges with the
+    task's default mode and writes its predictions (a plug-in student stands in for the model)."""
+    student = ["--student", "fake"]
+    res = CliRunner().invoke(main, ["train", "--task", "demo", *student, "--out", str(tmp_path / "ad")])
+    assert res.exit_code == 0, res.output
+    assert "trained on 24 rows" in res.output  # tasks/demo.yaml: seed_size 24
+    trained = json.loads((tmp_path / "ad" / "memory.json").read_text())
+    res = CliRunner().invoke(main, ["eval", "--task", "demo", *student, "--adapter", str(tmp_path / "ad"),
+                                    "--limit", "20", "--out", str(tmp_path / "pred.jsonl")])
+    assert res.exit_code == 0, res.output
+    preds = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert len(trained) == 24 and len(preds) == 20 and "(score)" in res.output
+    assert f"{sum(p['correct'] for p in preds)}/20" in res.output

@@ -11,7 +11,7 @@ from localaug.config import RunConfig, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
 from localaug.observer import NullObserver
-from localaug.records import AugmentSummary, PrepareSummary
+from localaug.records import AugmentSummary, Manifest, PrepareSummary
 from localaug.store import RunStore
 from localaug.task import load_task
 from localaug.teacher.cache import CachedTeacher, GenerationCache
@@ -224,3 +224,16 @@ def test_paper_recipe_asks_the_teacher_nothing_before_the_first_augment_stage(tm
     first_call = stages.index("teacher call")
     assert stages[first_call - 1] == "0/augment" and "-2/teacher" not in stages
     assert not (store.root / "preflight").exists() and store.manifest.preflight is None
+
+
+def test_the_store_is_the_only_writer_of_the_manifest(tmp_path: Path) -> None:
+    loop, _, _ = _run(tmp_path)
+    store = RunStore.open_existing(loop.store.root)
+    seen = store.manifest
+    seen.finished = False
+    seen.iterations.clear()
+    seen.stages["iter_00/train"].steps = -1
+    assert store.manifest.finished and len(store.manifest.iterations) == 3
+    assert store.summary("iter_00/train").steps > 0  # what a reader holds is a copy
+    on_disk = json.loads((store.root / "manifest.json").read_text())
+    assert Manifest.model_validate(on_disk) == store.manifest  # and the file says what the store says

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from localaug.cli import main
 from localaug.modelcards import load_model_card
-from localaug.student.weights import _one_gguf_parse, needs_conversion
+from localaug.student.weights import _no_conversion_bar, _one_gguf_parse, needs_conversion
 
 
 @pytest.mark.slow
@@ -22,6 +22,7 @@ def test_prepare_makes_both_models_ready_once(tmp_path: Path, monkeypatch: pytes
     res = CliRunner().invoke(main, ["prepare"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "teacher qwen2.5-coder-1.5b: ready" in res.output and "student gemma3-270m: ready" in res.output
+    assert "de-quantizing" not in res.output  # transformers' own bar stays off (weights._no_conversion_bar)
     joined = tmp_path / "models" / "qwen2.5-coder-1.5b-cc324af070c2ecbf.gguf"
     assert joined.stat().st_size == 1_117_320_768
     assert not needs_conversion(student.gguf_file(), "gemma3-270m")
@@ -65,3 +66,13 @@ def test_one_gguf_parse_shares_the_reader_and_restores_it(tmp_path: Path) -> Non
         assert gguf.GGUFReader(path).tensors[0].name == "w"
     assert gguf.GGUFReader is original
     assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
+
+
+def test_the_conversion_bar_of_transformers_is_off_and_restored(capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    with _no_conversion_bar():
+        assert list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
+    assert "de-quantizing" not in capfd.readouterr().err
+    assert gguf_utils.tqdm is original

@@ -190,17 +190,15 @@ def test_verify_stage_records_rejections_and_feeds_only_verified_examples_to_ded
 
 
 @pytest.mark.slow
-def test_real_teacher_verifier_raises_label_precision_on_hand_judged_trec(data_dir: Path) -> None:
+def test_real_teacher_verifier_raises_label_precision_on_hand_judged_trec(data_dir: Path, gemma_teacher) -> None:  # noqa: ANN001
     """89 TREC questions the 270M teacher wrote, labels judged by hand (tests/data): the verifier's kept
     subset must be more often correctly labelled than the whole set."""
     task = load_task("trec", data_dir)
     rows = [json.loads(x) for x in (Path(__file__).parent / "data/trec_teacher_judged.jsonl").read_text().splitlines()]
     cands = [Example(f"j{i}", {"text": r["text"], "label": r["label"]}, {"seed_id": r["seed_id"]})
              for i, r in enumerate(rows)]
-    from localaug.teacher import build_teacher
-
     pool = task.load_split("train")[:400]
-    res = verify_with_teacher(task, build_teacher("gemma3-270m"), cands, pool)
+    res = verify_with_teacher(task, gemma_teacher, cands, pool)
     ok = {f"j{i}": r["label_correct"] for i, r in enumerate(rows)}
     before = sum(ok.values()) / len(ok)
     after = sum(ok[c.id] for c in res.accepted) / max(1, len(res.accepted))

@@ -334,9 +334,27 @@ def test_scoring_matches_brute_force(arch: str, tiny_dir: Path, tiny_llama_dir: 
     for it, r in zip(items, res, strict=True):
         brute = [_brute_score(m, st.tokenizer, it.prompt, c) for c in it.choices]
         assert r.scores == pytest.approx(brute, abs=1e-4)
-        assert r.choice_index == max(range(len(brute)), key=brute.__getitem__)
+        best, second = sorted(brute, reverse=True)[:2]
+        if best - second > 1e-3:  # a near-tie may go either way on another CPU's kernels
+            assert r.choice_index == max(range(len(brute)), key=brute.__getitem__)
         assert r.output == it.choices[r.choice_index]
     assert st.last_eval_info["scored"] == len(items)
+
+
+def _clear_greedy_prefix(st: HFStudent, prompt: str, max_new_tokens: int, tol: float = 1e-3) -> tuple[str, int]:
+    """(the text greedy decoding writes before its best token leads the next by less than `tol`, its tokens):
+    the base model, one sequence, the whole sequence recomputed each step (no cache, no padding)."""
+    m, tok = st.base_model(), st.tokenizer
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = m(input_ids=torch.cat([ids, torch.tensor([out], dtype=ids.dtype)], 1)).logits[0, -1].float()
+            top = torch.topk(logits, 2)
+            if float(top.values[0] - top.values[1]) < tol or int(top.indices[0]) == tok.eos_token_id:
+                break
+            out.append(int(top.indices[0]))
+    return tok.decode(out, skip_special_tokens=True).rstrip("\ufffd"), len(out)
 
 
 def test_generation_batched_stops_and_is_deterministic(tiny_dir: Path) -> None:
@@ -344,10 +362,14 @@ def test_generation_batched_stops_and_is_deterministic(tiny_dir: Path) -> None:
     prompts = ["Question: what colour is the sky?\nAnswer:", "the", "numbers 0 1 2", "a cat"]
     free = st.evaluate(None, [EvalItem(p, max_new_tokens=12) for p in prompts])
     assert all(len(r.output) > 0 for r in free) and all(r.choice_index is None for r in free)
-    # batched == one by one (left padding and positions are right)
+    # batched and one by one agree (left padding and positions are right) until greedy decoding meets a
+    # near-tie: the two are different kernels, and any CPU may break a tie its own way
     single = [st.evaluate(None, [EvalItem(p, max_new_tokens=12)])[0].output for p in prompts]
-    assert [r.output for r in free] == single
-    assert st.evaluate(None, [EvalItem(p, max_new_tokens=12) for p in prompts]) == free
+    clear = [_clear_greedy_prefix(st, p, 12) for p in prompts]
+    for p, b, one, (prefix, _) in zip(prompts, free, single, clear, strict=True):
+        assert b.output.startswith(prefix) and one.startswith(prefix), (p, prefix, b.output, one)
+    assert sum(n for _, n in clear) >= 24, clear  # most steps are clear: the test compares something
+    assert st.evaluate(None, [EvalItem(p, max_new_tokens=12) for p in prompts]) == free  # the same path twice
     # a stop string taken from the middle of the free text: output is cut right before it
     text = free[0].output
     stop = text[len(text) // 2: len(text) // 2 + 2]

@@ -147,7 +147,7 @@ def test_teacher_parse_round_trip(name: str, data_dir: Path) -> None:
     tweaked = completion.replace(fields[next(iter(task.kind.fields_in_file))][:12], "Zanzibar quokka ", 1)
     parsed, reason = prompts_of(task).parse(tweaked, seed, tp.prefix)
     assert reason == "" and parsed is not None, reason
-    if task.kind.name == "classification":
+    if task.kind.has_classes:
         assert parsed["label"] == seed.data["label"]  # the label comes from the seed, not the teacher
 
 
@@ -248,3 +248,91 @@ def test_a_label_run_on_in_the_same_line_still_parses() -> None:
     assert parsed["answer"].startswith("He spent 25+15") and parsed["answer"].endswith("#### 60")
     # Without the label there is nothing to split on: still refused.
     assert _parse_gsm8k_list_reply(reply.replace(" Solution:", ""))[0] is None
+
+
+def test_the_card_schema_names_every_kind() -> None:
+    from typing import get_args
+
+    from localaug.task.card import TaskCard
+    from localaug.task.kinds import KINDS
+
+    assert set(get_args(TaskCard.model_fields["kind"].annotation)) == set(KINDS)
+
+
+def test_a_new_kind_is_a_class_in_the_kinds_module_and_nothing_else(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A made-up kind (short free answers) runs through the task, the teacher prompts and the verifier with
+    no change outside kinds.py (the card schema's name list, its one other entry, is bypassed here)."""
+    import json
+
+    from localaug.protocols import Completion, TeacherBase
+    from localaug.task import Example, Task
+    from localaug.task import kinds as kinds_module
+    from localaug.task.card import TaskCard
+    from localaug.verify import teacher_accuracy, verify_with_teacher
+
+    class ShortAnswer(kinds_module.Kind):
+        name = "short_answer"
+        fields_in_file = ("question", "answer")
+        answer_shape = "one word"
+        teacher_check = "teacher (answers it again)"
+
+        def validate(self, data, labels, where):  # noqa: ANN001, ANN201
+            return {k: kinds_module._need_str(data, k, where) for k in self.fields_in_file}
+
+        def fields(self, data, labels):  # noqa: ANN001, ANN201
+            return dict(data)
+
+        def from_fields(self, parsed, seed, labels):  # noqa: ANN001, ANN201
+            if not parsed.get("question") or not parsed.get("answer"):
+                return None, "parse: empty"
+            return {"question": parsed["question"], "answer": parsed["answer"]}, ""
+
+        def prediction_from_text(self, data, labels, text):  # noqa: ANN001, ANN201
+            return text.strip().split()[0].strip(".").lower() if text.strip() else None
+
+        def gold(self, data):  # noqa: ANN001, ANN201
+            return data["answer"].lower()
+
+        def dedup_text(self, data):  # noqa: ANN001, ANN201
+            return data["question"]
+
+        def solve_messages(self, data):  # noqa: ANN001, ANN201
+            return (("system", "Answer in one word."), ("user", data["question"]))
+
+        def read_solution(self, text):  # noqa: ANN001, ANN201
+            return self.prediction_from_text({}, {}, text)
+
+    monkeypatch.setitem(kinds_module.KINDS, "short_answer", ShortAnswer())
+    rows = [{"question": f"What colour is thing {i}?", "answer": ["red", "blue"][i % 2]} for i in range(8)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    card = TaskCard.model_validate({
+        "name": "colours", "kind": "math", "data": {"dir": str(tmp_path), "splits": {"train": "train.jsonl"}},
+        "student": {"prompt": "Q: {question}\nA:", "answer": " {answer}"},
+        "teacher": {"instruction": "Write a new question.", "original": "Q: {question}\nWrong: {wrong}",
+                    "new": "Q: {question}\nA: {answer}",
+                    "example": {"original": {"question": "Sky?", "answer": "blue"}, "new": {"question": "Grass?",
+                                                                                           "answer": "green"}}},
+    }).model_copy(update={"kind": "short_answer"})
+    task = Task(card, tmp_path / "colours.yaml")
+    seed = task.load_split("train")
+    assert task.stratify() is None and task.eval_mode() == "generate"
+    judged = task.judge_all(seed[:2], [EvalResult(" red."), EvalResult(" red")])
+    assert [r["correct"] for r in judged.rows] == [True, False]
+    tp = prompts_of(task).paper(seed[0], "blue")
+    assert "Wrong: blue" in tp.prompt
+    parsed, reason = prompts_of(task).parse(" What colour is a lemon?\nA: yellow", seed[0], tp.prefix)
+    assert reason == "" and parsed == {"question": "What colour is a lemon?", "answer": "yellow"}
+
+    class Chat(TeacherBase):  # an instruction model that answers "red" to everything
+        identity, prefers_completion = "chat", False
+
+        def generate(self, requests, progress=None):  # noqa: ANN001, ANN201
+            assert all(r.messages and r.messages[0] == ("system", "Answer in one word.") for r in requests)
+            return [[Completion(text="Red")] for _ in requests]
+
+    cands = [Example("c1", {"question": "Apple?", "answer": "red"}, {"seed_id": seed[0].id}),
+             Example("c2", {"question": "Sea?", "answer": "blue"}, {"seed_id": seed[1].id})]
+    res = verify_with_teacher(task, Chat(), cands, seed)
+    assert [c.id for c in res.accepted] == ["c1"] and res.answers == ["red", "red"]
+    acc, _ = teacher_accuracy(task, Chat(), seed)
+    assert acc == 0.5

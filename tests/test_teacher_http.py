@@ -90,12 +90,13 @@ def test_completions_concurrent_samples_stops(server: tuple[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_same_greedy_text_as_in_process(server: tuple[str, str]) -> None:
+def test_same_greedy_text_as_in_process(server: tuple[str, str], gemma_teacher) -> None:  # noqa: ANN001
     url, model = server
     http = build_teacher(url=url, model=model, chat_template=False)
-    local = build_teacher("gemma3-270m", n_threads=1)
+    # A clear case (each of the 12 tokens leads the next by > 2 logits, tests/test_teacher_llamacpp.py): the
+    # server's kernel and ours agree on it, whatever the CPU.
     req = [GenerationRequest(sampling=Sampling(temperature=0.0, max_tokens=12), prompt="a b c d e f g")]
-    assert http.generate(req)[0][0].text == local.generate(req)[0][0].text
+    assert http.generate(req)[0][0].text == gemma_teacher.generate(req)[0][0].text == " h i j k l m n o p q r s"
 
 
 @pytest.mark.slow

@@ -79,7 +79,8 @@ def test_chat_maths_pass_the_arithmetic_and_solve_checks(qwen, data_dir: Path) -
     assert res.accepted, [r["reason"] + " | " + r["text"][:200] for r in res.rejected]
     for ex in res.accepted:  # GSM8K form, whatever the teacher wrote: annotations that compute, a final line
         assert final_answer(ex.data["answer"]) is not None and wrong_calculations(ex.data["answer"]) == []
-    ver = verify_with_teacher(task, qwen, res.accepted, seed)
-    assert len(ver.answers) == len(res.accepted) and all(a is not None for a in ver.answers)
-    for c, a in zip(res.accepted, ver.answers, strict=True):
-        assert (c in ver.accepted) == (a is not None and float(a) == float(final_answer(c.data["answer"]) or "nan"))
+    # The verifier solves one of them again (a worked solution of up to 384 tokens is the slow part here): it
+    # must reach a number, and keep the candidate exactly when that number is the candidate's.
+    ver = verify_with_teacher(task, qwen, res.accepted[:1], seed)
+    (c,), (a,) = res.accepted[:1], ver.answers
+    assert a is not None and (c in ver.accepted) == (float(a) == float(final_answer(c.data["answer"]) or "nan"))

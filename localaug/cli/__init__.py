@@ -46,7 +46,8 @@ def _register() -> None:
     from .dedup import dedup
     from .plugins import plugins
     from .prepare import prepare
-    from .run import report, run, runs
+    from .run import run
+    from .runs import report, runs
     from .stages import eval_cmd, generate, train
 
     for cmd in (run, prepare, report, runs, tasks, data, generate, train, eval_cmd, dedup, cache, plugins):

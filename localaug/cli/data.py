@@ -35,7 +35,7 @@ def tasks(data_dir: str | None) -> None:
             words = ", ".join(task.labels.values())
             labels = f"{len(task.labels)}: " + (words if len(words) <= 40 else words[:39] + "…")
         else:
-            labels = "5 endings" if task.kind.name == "multiple_choice" else "#### number"
+            labels = task.kind.answer_shape
         table.add_row(name, task.kind.name, labels, " / ".join(counts))
     Console().print(table)
 

@@ -15,9 +15,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ..backends import quiet_transformers
 from ..modelcards import DEFAULT_STUDENT, DEFAULT_TEACHER, load_model_card
 from ..plugins import resolve
+from ..student.quiet import quiet_transformers
 
 
 def _size(path: Path) -> str:

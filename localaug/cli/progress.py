@@ -1,4 +1,5 @@
-"""Rich live progress for `localaug run`: iteration k/N, stage, items, accepted/rejected, tokens/s, ETA."""
+"""Rich live progress for `localaug run`: iteration (from 0, as everywhere), stage, items, accepted/rejected,
+tokens/s, ETA."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .. import layout
 from ..layout import FINAL
 from ..records import AugmentSummary, DedupSummary, EvalSummary, IterationRow, LabelSummary, StageSummary, VerifySummary
-from ..report import iteration_table
+from ..report.summary import iteration_table
 
-STAGE_WORDS = {"train": "training student", "eval_seed": "evaluating on seed set",
-               "eval_test": "evaluating on test set", "augment": "teacher writing examples",
-               "dedup": "dedup + contamination guard", "eval_holdout": "evaluating on held-out seeds",
-               "verify": "teacher checking labels", "teacher": "teacher labelling seed examples",
-               "eval_fold": "out-of-fold student judging its seed examples",
-               "eval_candidates": "out-of-fold student judging teacher examples"}
+STAGE_WORDS = {
+    layout.TRAIN: "training student",
+    layout.eval_stage("seed"): "evaluating on seed set",
+    layout.eval_stage("test"): "evaluating on test set",
+    layout.eval_stage("holdout"): "evaluating on held-out seeds",
+    layout.eval_stage("fold"): "out-of-fold student judging its seed examples",
+    layout.eval_stage("candidates"): "out-of-fold student judging teacher examples",
+    layout.AUGMENT: "teacher writing examples",
+    layout.VERIFY: "teacher checking labels",
+    layout.DEDUP: "dedup + contamination guard",
+    layout.LABEL: "teacher labelling seed examples",
+}
 
 
 def _words(stage: str) -> str:
@@ -27,9 +35,10 @@ def _words(stage: str) -> str:
 
 
 def _where(iteration: int, total: int) -> str:
+    """Which student, numbered as the table, the files (iter_00) and the reports number them: from 0."""
     if iteration < 0:
         return "final model" if iteration == FINAL.iteration else "preflight"
-    return f"iter {iteration + 1}/{total}"
+    return f"iter {iteration} of 0-{total - 1}" if total > 1 else f"iter {iteration}"
 
 
 class RichObserver:
@@ -71,7 +80,9 @@ class RichObserver:
         self._bar.update(self._task_id, completed=done, total=max(total, 1), info="  ".join(parts))
 
     def stage_end(self, iteration: int, stage: str, summary: StageSummary) -> None:
-        self.console.log(f"{_where(iteration, self.iterations)} {_words(stage)}: " + ", ".join(_said(summary)))
+        # print, not log: a log line ends in the source location of this call, of no use to a user
+        self.console.print(f"{_where(iteration, self.iterations)} {_words(stage)}: " + ", ".join(_said(summary)),
+                           markup=False)
 
     def iteration_end(self, iteration: int, row: IterationRow) -> None:
         self.rows.append(row)

@@ -1,4 +1,4 @@
-"""`localaug run`, `localaug report`, `localaug runs`: the main job and its record."""
+"""`localaug run`: the main job (its record: cli/runs.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from ..checks import Factories, before_run
-from ..config import Settings, build_config, load_settings, resolve
+from ..config import RECIPES, Settings, build_config, load_settings, resolve
 from ..errors import UserError, warn
-from ..layout import CONFIG, MANIFEST, PLOT
+from ..layout import CONFIG, PLOT, REPORT_HTML
+from ..modelcards import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..store import RunStore
 from ..task import load_task
 from ..teacher.record import servers_at_end, servers_at_start
@@ -31,8 +31,8 @@ def _default_out(cfg: Settings) -> Path:
 @click.option("--iterations", type=int, help="Students to train (iteration 0 = plain fine-tuning).")
 @click.option("--seed-size", type=int, help="Seed examples drawn from the train split.")
 @click.option("--seed-fraction", type=float, help="Or: the fraction of the train split.")
-@click.option("--student", help="Student model card (name or path) or installed plug-in [gemma3-270m].")
-@click.option("--teacher", help="Teacher model card (name or path) or installed plug-in [qwen2.5-coder-1.5b].")
+@click.option("--student", help=f"Student model card (name or path) or installed plug-in [{DEFAULT_STUDENT}].")
+@click.option("--teacher", help=f"Teacher model card (name or path) or installed plug-in [{DEFAULT_TEACHER}].")
 @click.option("--student-factory", metavar="MODULE:FACTORY",
               help="Run this Python factory as the student (code: never taken from a config or run directory).")
 @click.option("--teacher-factory", metavar="MODULE:FACTORY",
@@ -41,13 +41,16 @@ def _default_out(cfg: Settings) -> Path:
               help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1; repeat it for a pool of one model.")
 @click.option("--teacher-model", help="Model name on the server(s) [the one they serve].")
 @click.option("--teacher-identity", help="The served teacher's cache identity [the model the servers report].")
-@click.option("--recipe", type=click.Choice(["localaug", "paper"]),
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
               help="localaug: out-of-fold error finding + list prompt + teacher verification; paper: as published.")
 @click.option("--shots", type=int, help="Seed examples in the teacher's list prompt (0: the paper's prompt).")
 @click.option("--verify", type=click.Choice(["none", "teacher"]), help="Check each new example's label.")
 @click.option("--holdout", type=float, help="Fraction of seeds held out to choose the final model [0: none].")
-@click.option("--per-wrong", type=int, help="New examples per wrong seed example [localaug 3, paper 1].")
+@click.option("--per-wrong", type=int, help=f"New examples per wrong seed example [localaug "
+              f"{RECIPES['localaug']['per_wrong']}, paper: the task card's].")
 @click.option("--epochs", type=int, help="Student training epochs (overrides the model card).")
+@click.option("--student-processes", type=click.IntRange(min=1),
+              help="Train each student on N torchrun processes (one per GPU on CUDA) [the card's, 1].")
 @click.option("--test-size", type=int, help="Evaluate on the first N test rows only.")
 @click.option("--eval-mode", type=click.Choice(["score", "generate"]), help="How the student is judged.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Root of task data.")
@@ -73,7 +76,7 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, student_
         return
     from ..backends import make_student, make_teacher, teacher_cache_path
     from ..loop import Loop
-    from ..report import verdict, write_report
+    from ..report import closing_line, verdict, write_report
     from .prepare import student_needs_preparing
     from .progress import RichObserver
 
@@ -103,7 +106,8 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, student_
         console.print(verdict(result.iterations, result.final))
         if result.stopped_early:
             console.print(f"Stopped early: {result.stopped_early}.")
-        console.print(f"Report: {path}  Plot: {out / PLOT}")
+        console.print(f"Report: {path}  Plot: {out / PLOT}", soft_wrap=True)
+        console.print(closing_line(store.manifest, out / REPORT_HTML), soft_wrap=True)
     finally:
         store.unlock()
 
@@ -126,13 +130,14 @@ def _settings(config_file: str | None, resume_dir: str | None, options: dict[str
                                 f"'{getattr(settings, role)}'", file=saved, field=role)
         return settings, {"student": saved, "teacher": saved}
     options.update({role: f for role, f in (("student", factories.student), ("teacher", factories.teacher)) if f})
-    epochs = options.pop("epochs")
+    card_keys = {"epochs": options.pop("epochs"), "processes": options.pop("student_processes")}
     urls = list(options.pop("teacher_urls") or ())  # type: ignore[call-overload]
     cfg = build_config(config_file, **options)
     if urls:  # the command line's servers replace the config file's
         cfg.teacher_url, cfg.teacher_urls = None, urls
-    if epochs is not None:
-        cfg.student_settings = {**(cfg.student_settings or {}), "epochs": epochs}
+    given = {k: v for k, v in card_keys.items() if v is not None}
+    if given:  # the student card's settings given on the command line
+        cfg.student_settings = {**(cfg.student_settings or {}), **given}
     task = load_task(cfg.task or "demo", cfg.data_dir)
     settings = resolve(cfg, task.defaults, config_file)
     settings.out = settings.out or str(_default_out(settings))  # recorded in config.yaml, not in the fingerprint
@@ -153,37 +158,3 @@ def _print_plan(console: Console, plan: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in plan)
     for k, v in plan:  # one line each, never wrapped: readable and greppable at any terminal width
         console.print(f"  {k:<{width}}  {v}", soft_wrap=True, highlight=False)
-
-
-@click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-def report(run_dir: str) -> None:
-    """Rebuild RUN_DIR/report.md and accuracy.png from the run's manifest."""
-    from ..report import iteration_table, verdict, write_report
-
-    store = RunStore.open_existing(Path(run_dir))
-    path = write_report(store)
-    rows = store.manifest.rows()
-    console = Console()
-    console.print(iteration_table(rows))
-    console.print(verdict(rows, store.manifest.final))
-    console.print(f"Report: {path}")
-
-
-@click.command()
-@click.option("--dir", "runs_dir", type=click.Path(file_okay=False), default=str(RUNS_DIR), show_default=True)
-def runs(runs_dir: str) -> None:
-    """List the runs under a folder."""
-    table = Table(title=f"runs in {runs_dir}")
-    for col in ("run", "task", "created", "iterations", "test acc (first -> last)", "state"):
-        table.add_column(col)
-    root = Path(runs_dir)
-    for d in sorted(p for p in root.glob("*") if (p / MANIFEST).exists()) if root.exists() else []:
-        m = RunStore.open_existing(d).manifest
-        its = m.rows()
-        last = m.final or (its[-1] if its else None)
-        acc = f"{its[0].test_accuracy:.1%} -> {last.test_accuracy:.1%}" if its and last else "-"
-        task_name = load_settings(d / CONFIG).task if (d / CONFIG).exists() else "?"
-        state = "finished" if m.finished else "unfinished (resume with --resume)"
-        table.add_row(d.name, task_name, m.created, str(len(its)), acc, state)
-    Console().print(table)

@@ -2,7 +2,8 @@
 
 `load_student(card)` resolves the model card into a `StudentPlan` (plan.py), finds the weights
 (weights.py) and returns an `HFStudent`, which implements the `Student` protocol. Training lives in
-`train.py`, evaluation (likelihood scoring, greedy generation) in `evaluate.py`.
+`train.py` (in this process, or in torchrun workers started by `distributed.py` when the card asks for
+several processes), evaluation (likelihood scoring, greedy generation) in `evaluate.py`.
 """
 
 from __future__ import annotations
@@ -38,18 +39,43 @@ def _contiguous_input(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return (args[0].contiguous(), *args[1:])
 
 
+def load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base_model(model_dir: Path, plan: StudentPlan, for_training: bool = False) -> Any:
+    """The frozen base model, as the plan says (`for_training`: a torchrun worker's copy, see plan.py)."""
+    from transformers import AutoModelForCausalLM
+
+    if plan.quantization == "nf4":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise UserError("4-bit QLoRA needs bitsandbytes: pip install 'localaug[gpu]'",
+                            field="student.quantization") from None
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **model_load_kwargs(plan, for_training))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_contiguous_input)
+    return model
+
+
 class HFStudent:
     """A transformers causal LM plus LoRA adapters; implements `localaug.protocols.Student`."""
 
     def __init__(self, model_dir: Path, plan: StudentPlan, identity: str) -> None:
-        from transformers import AutoTokenizer
-
         self.model_dir = Path(model_dir)
         self.plan = plan
         self.identity = identity
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(self.model_dir)
         self._model: Any = None  # the pristine base model (CPU: kept; 4-bit: reloaded for each training)
         self.last_eval_info: dict[str, Any] = {}
 
@@ -60,22 +86,7 @@ class HFStudent:
         return self._model
 
     def _load_base(self) -> Any:
-        from transformers import AutoModelForCausalLM
-
-        if self.plan.quantization == "nf4":
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                raise UserError("4-bit QLoRA needs bitsandbytes: pip install 'localaug[gpu]'",
-                                field="student.quantization") from None
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, **model_load_kwargs(self.plan))
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        head = model.get_output_embeddings()
-        if head is not None:
-            head.register_forward_pre_hook(_contiguous_input)
-        return model
+        return load_base_model(self.model_dir, self.plan)
 
     def _drop_model(self) -> None:
         self._model = None
@@ -92,6 +103,12 @@ class HFStudent:
 
         if not items:
             raise UserError("no training examples")
+        if self.plan.distributed:
+            from .distributed import train_in_workers
+
+            if self.plan.device == "cuda":
+                self._drop_model()  # the workers need the GPUs; evaluation reloads the model afterwards
+            return train_in_workers(self.model_dir, self.plan, items, Path(out_dir), seed, progress)
         if self.plan.quantization == "nf4":
             # A 4-bit model that has run inference can silently lose its LoRA gradients (bitsandbytes repacks
             # the weights): always train from a fresh load.

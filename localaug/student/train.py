@@ -4,16 +4,17 @@
    output layer, so computing logits for every position costs more than the rest of the network. We pass a
    boolean `logits_to_keep` mask of the positions that predict a completion token, so the output layer runs
    only there (same loss as `model(labels=...)`, ~2x faster, half the memory). It still goes through the
-   model's own forward, so DDP / FSDP under `accelerate launch` keep working.
+   model's own forward, so DDP / FSDP in the torchrun workers keep working.
 2. Length-grouped batches: shuffled, sorted by length inside mega-batches, batches shuffled again.
 
 The Trainer is kept (not a hand loop) because it gives multi-GPU, mixed precision, schedulers and gradient
-accumulation for free; its own overhead on a step of seconds is negligible.
+accumulation for free; its own overhead on a step of seconds is negligible. The same `train_adapter` runs in the
+driver (one process) and in each torchrun worker (worker.py): there the Trainer wraps the model in DDP or FSDP,
+shards the batches over the ranks, and only rank 0 writes the adapter.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import resource
 import tempfile
@@ -140,10 +141,15 @@ def prepare_peft(model: Any, plan: Any, seed: int) -> Any:
     from transformers import set_seed
 
     set_seed(seed)
-    if plan.quantization == "nf4":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = get_peft_model(model, _lora_config(plan))
+    if plan.fsdp:
+        # FSDP + QLoRA as TRL and the PEFT guide do it: no prepare_model_for_kbit_training (it casts layers to
+        # fp32, and FSDP needs one dtype to flatten) and LoRA weights kept in the storage dtype.
+        peft_model = get_peft_model(model, _lora_config(plan), autocast_adapter_dtype=False)
+    else:
+        if plan.quantization == "nf4":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        peft_model = get_peft_model(model, _lora_config(plan))
     peft_model.train()
     return peft_model
 
@@ -187,43 +193,88 @@ def _trainer_classes() -> tuple[type, type]:
     return AnswerOnlyTrainer, Progress
 
 
-def save_adapter_atomic(peft_model: Any, out_dir: Path, meta: dict[str, Any] | None = None) -> None:
-    """Write the adapter (safetensors) into a temp dir next to `out_dir`, then rename it into place."""
+def save_adapter_atomic(peft_model: Any, out_dir: Path, meta: dict[str, Any] | None = None,
+                        state_dict: dict[str, Any] | None = None) -> None:
+    """Write the adapter (safetensors) into a temp dir next to `out_dir`, then rename it into place.
+
+    `state_dict`: the full weights gathered from FSDP shards (None: read them from `peft_model`)."""
     import json
 
     with atomic_dir(Path(out_dir)) as tmp:
-        peft_model.save_pretrained(tmp, safe_serialization=True)
+        peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if meta is not None:
             (tmp / "localaug_train.json").write_text(json.dumps(meta, indent=1))
 
 
+def training_kwargs(plan: Any, output_dir: str, seed: int, distributed: bool = False) -> dict[str, Any]:
+    """The TrainingArguments of a training stage: in the driver, or (`distributed`) in each torchrun worker."""
+    tc = plan.train
+    nf4 = plan.quantization == "nf4"
+    kw: dict[str, Any] = dict(
+        output_dir=output_dir, per_device_train_batch_size=tc.batch_size, gradient_accumulation_steps=tc.grad_accum,
+        num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1, learning_rate=tc.lr, warmup_steps=tc.warmup_ratio,
+        weight_decay=tc.weight_decay, lr_scheduler_type=tc.scheduler,
+        logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        use_cpu=plan.device == "cpu", bf16=plan.device == "cuda" and plan.precision == "bf16",
+        fp16=plan.device == "cuda" and plan.precision == "fp16", dataloader_num_workers=0,
+        remove_unused_columns=False, disable_tqdm=True,
+        # FSDP checkpoints activations itself (fsdp_config below: the Trainer's kind would gather weights twice)
+        activation_checkpointing=nf4 and not plan.fsdp, activation_checkpointing_kwargs={"use_reentrant": False},
+    )
+    if distributed:
+        # gloo on CPU, NCCL on CUDA; every LoRA weight is used in every step, so DDP need not search the graph
+        kw.update(ddp_backend="nccl" if plan.device == "cuda" else "gloo", ddp_find_unused_parameters=False)
+    if plan.fsdp:
+        # The FSDP + QLoRA settings of the bitsandbytes / PEFT guides (peft examples/sft fsdp_config_qlora.yaml).
+        # FSDP version 1: FSDP2 does not shard bitsandbytes' Params4bit reliably yet (accelerate #3874, #3983).
+        # On CPU (the tests only: a user's plan is refused there) accelerate cannot sync module states, and every
+        # rank has loaded the whole model anyway.
+        cuda = plan.device == "cuda"
+        kw.update(fsdp=True, fsdp_config={
+            "version": 1, "reshard_after_forward": "full_shard", "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "backward_prefetch": "backward_pre", "forward_prefetch": False, "use_orig_params": False,
+            "cpu_ram_efficient_loading": cuda, "sync_module_states": cuda, "activation_checkpointing": True,
+            "state_dict_type": "FULL_STATE_DICT"})
+    return kw
+
+
+def fsdp_environment(plan: Any) -> dict[str, str]:
+    """Set before the FSDP worker loads the model, so transformers loads it for FSDP (what `accelerate launch`
+    would set; the PEFT guide names FSDP_CPU_RAM_EFFICIENT_LOADING for launches without it): rank 0 reads the
+    weights, FSDP broadcasts them (sync_module_states). On CPU (tests) every rank reads them."""
+    return {"ACCELERATE_USE_FSDP": "true",
+            "FSDP_CPU_RAM_EFFICIENT_LOADING": "true" if plan.device == "cuda" else "false"}
+
+
+def _sum_over_ranks(value: float, device: Any, op: str = "sum") -> float:
+    """`value` summed (or maxed) over the workers; itself when there is one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def train_adapter(model: Any, tok: Any, items: Sequence[TrainItem], out_dir: Path, seed: int, plan: Any,
-                  progress: ProgressFn | None = None, group_by_length: bool = True) -> TrainStats:
-    """Fine-tune fresh LoRA adapters on `model` (left unchanged afterwards) and save them into `out_dir`."""
+                  progress: ProgressFn | None = None, group_by_length: bool = True,
+                  distributed: bool = False) -> TrainStats:
+    """Fine-tune fresh LoRA adapters on `model` (left unchanged afterwards) and save them into `out_dir`.
+
+    `distributed`: this is one of several torchrun workers (worker.py); every worker returns the same stats
+    (tokens summed over the workers), and only rank 0 writes the adapter."""
     from transformers import TrainingArguments
 
-    tc = plan.train
-    examples = [encode_item(tok, it, tc.max_length) for it in items]
+    examples = [encode_item(tok, it, plan.train.max_length) for it in items]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    bs, ga = tc.batch_size, tc.grad_accum
-    epochs = tc.epochs
-    steps = tc.max_steps or math.ceil(math.ceil(len(examples) / bs) / ga) * math.ceil(epochs)
     peft_model = prepare_peft(model, plan, seed)
     AnswerOnlyTrainer, Progress = _trainer_classes()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="localaug-train-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
-            num_train_epochs=epochs, max_steps=tc.max_steps or -1, learning_rate=tc.lr, warmup_steps=tc.warmup_ratio,
-            weight_decay=tc.weight_decay, lr_scheduler_type=tc.scheduler,
-            logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
-            use_cpu=plan.device == "cpu", bf16=plan.device == "cuda" and plan.precision == "bf16",
-            fp16=plan.device == "cuda" and plan.precision == "fp16", dataloader_num_workers=0,
-            remove_unused_columns=False, disable_tqdm=True, activation_checkpointing=plan.quantization == "nf4",
-            activation_checkpointing_kwargs={"use_reentrant": False},
-        )
+        args = TrainingArguments(**training_kwargs(plan, scratch, seed, distributed))
         ref: list[Any] = []
-        sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], bs, seed) \
+        sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], plan.train.batch_size, seed) \
             if group_by_length else None
         trainer = AnswerOnlyTrainer(
             model=peft_model, args=args, train_dataset=examples, sampler=sampler,
@@ -234,18 +285,27 @@ def train_adapter(model: Any, tok: Any, items: Sequence[TrainItem], out_dir: Pat
 
         trainer.remove_callback(PrinterCallback)  # progress goes through `progress`, not print()
         result = trainer.train()
+        # Collectives: every worker takes part (FSDP gathers the full LoRA weights from the shards here).
+        tokens = int(_sum_over_ranks(trainer.tokens_seen, args.device))
+        peak_mb = _sum_over_ranks(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, args.device, "max")
+        peak_gpu = _sum_over_ranks(torch.cuda.max_memory_allocated() / 2**30, args.device, "max") \
+            if plan.device == "cuda" else None
+        state_dict = trainer.accelerator.get_state_dict(trainer.model) if plan.fsdp else None
     seconds = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     stats = TrainStats(
-        steps=int(trainer.state.global_step), train_tokens=trainer.tokens_seen, seconds=round(seconds, 2),
-        final_loss=losses[-1] if losses else float(result.training_loss),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        extra={"tokens_per_s": round(trainer.tokens_seen / max(seconds, 1e-9), 1), "examples": len(examples),
-               "planned_steps": steps, "device": plan.device, "precision": plan.precision,
-               "quantization": plan.quantization, "answer_tokens": sum(
+        steps=int(trainer.state.global_step), train_tokens=tokens, seconds=round(seconds, 2),
+        final_loss=losses[-1] if losses else float(result.training_loss), peak_rss_mb=round(peak_mb, 1),
+        processes=args.world_size,
+        extra={"tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "examples": len(examples),
+               "planned_steps": int(trainer.state.max_steps), "device": plan.device, "precision": plan.precision,
+               "quantization": plan.quantization, "fsdp": plan.fsdp, "losses": losses,
+               "peak_gpu_gib": None if peak_gpu is None else round(peak_gpu, 2), "answer_tokens": sum(
                    sum(1 for x in e["labels"] if x != IGNORE) for e in examples)},
     )
-    save_adapter_atomic(peft_model, out_dir, {"seed": seed, "stats": stats.__dict__})
-    peft_model.unload()  # removes the LoRA layers again: the base model is back to its pristine state
-    model.eval()
+    if args.process_index == 0:  # one writer: the workers hold the same weights (DDP) or rank 0 the gathered ones
+        save_adapter_atomic(peft_model, out_dir, {"seed": seed, "stats": stats.__dict__}, state_dict)
+    if not distributed:  # a worker exits after this; the driver keeps its model for evaluation
+        peft_model.unload()  # removes the LoRA layers again: the base model is back to its pristine state
+        model.eval()
     return stats

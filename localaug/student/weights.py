@@ -9,9 +9,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import UserError
 from ..files import atomic_dir, cache_dir, sha256_file
-from ..modelcards import ModelCard
+from ..modelcards import ModelCard, check_hf_dir
 
 
 @contextlib.contextmanager
@@ -27,6 +26,21 @@ def _one_gguf_parse() -> Iterator[None]:
         yield
     finally:
         gguf.GGUFReader = original
+
+
+@contextlib.contextmanager
+def _no_conversion_bar() -> Iterator[None]:
+    """transformers draws its own tqdm bar while it dequantises a GGUF ("Converting and de-quantizing GGUF
+    tensors..."), outside its progress-bar switch (it imports tqdm itself): inside this block that bar is off,
+    so `localaug prepare` and a first run print only their own lines."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def needs_conversion(gguf: Path, name: str = "model") -> bool:
@@ -47,7 +61,7 @@ def converted_gguf_dir(gguf: Path, name: str = "model") -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # atomic_dir(replace=False): another process may finish first, and then theirs is kept.
-    with atomic_dir(final, replace=False) as tmp, _one_gguf_parse():
+    with atomic_dir(final, replace=False) as tmp, _one_gguf_parse(), _no_conversion_bar():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # transformers marks a GGUF-loaded model as quantised and refuses to save it; the weights are already
@@ -60,9 +74,6 @@ def converted_gguf_dir(gguf: Path, name: str = "model") -> Path:
         (tmp / "localaug_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": sha256_file(gguf)}))
         del model
     return final
-
-
-PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 
 
 def tokenizer_of(card: ModelCard) -> object:
@@ -78,22 +89,6 @@ def tokenizer_of(card: ModelCard) -> object:
         return AutoTokenizer.from_pretrained(converted)
     with _one_gguf_parse():
         return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-
-
-def check_hf_dir(p: Path, card: ModelCard | None = None) -> Path:
-    where = card.path if card else None
-    if not p.is_dir():
-        raise UserError(f"model directory not found: {p}", file=where, field="source.hf_path")
-    if not any(p.glob("*.safetensors")):
-        pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
-        if pickles:  # loading a pickle runs whatever code it holds: never done, whoever wrote the folder
-            raise UserError(f"{p} holds only pickle weights ({', '.join(pickles[:3])}), which localaug never "
-                            "loads (unpickling can run code): convert them to safetensors", file=where,
-                            field="source.hf_path")
-        raise UserError(f"no *.safetensors weights in {p}", file=where, field="source.hf_path")
-    if not (p / "config.json").is_file():
-        raise UserError(f"no config.json in {p}", file=where, field="source.hf_path")
-    return p
 
 
 def weights_dir(card: ModelCard) -> tuple[Path, str]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..schema import Strict
+from .kinds import KINDS
 
 BUILTIN_PREFIX = "@builtin/"
 
@@ -79,7 +80,7 @@ class TaskDefaults(Strict):
 
 class TaskCard(Strict):
     name: str | None = None
-    kind: Literal["classification", "multiple_choice", "math"]
+    kind: Literal["classification", "multiple_choice", "math"]  # kinds.KINDS (tests/test_tasks.py checks)
     description: str = ""
     data: DataSection
     labels: dict[str, str] = Field(default_factory=dict, validate_default=True,
@@ -95,7 +96,7 @@ class TaskCard(Strict):
 
     @field_validator("labels")
     @classmethod
-    def _enough_classes(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        if info.data.get("kind") == "classification" and len(v) < 2:
-            raise ValueError("a classification task needs at least two labels")
+    def _labels_fit_the_kind(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.data.get("kind") in KINDS:
+            KINDS[info.data["kind"]].check_labels(v)
         return v

@@ -2,7 +2,9 @@
 
 A kind turns a row into named string fields for the card's templates (`fields`) and back
 (`from_fields`). Student prompts, student answers, teacher prompts and teacher-output parsing are all
-templates over these fields, so a new task is a YAML card, never new code.
+templates over these fields, so a new task is a YAML card, never new code. Everything that differs from
+one kind to another is here, on the kind: a new kind is a class in this module and its name in the card
+schema (card.py), nothing in the task, the prompts, the verifier or the CLI.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from .maths import CALCULATION_RE, final_answer, normalise_solution, numbers_equal, predicted_number, wrong_calculations
+from ..protocols import Sampling
+from .maths import (
+    CALCULATION_RE,
+    final_answer,
+    final_number,
+    normalise_solution,
+    numbers_equal,
+    predicted_number,
+    wrong_calculations,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,10 @@ def _need_str(data: dict[str, Any], key: str, where: Where) -> str:
 class Kind:
     name = ""
     fields_in_file: tuple[str, ...] = ()  # canonical fields a row must carry
+    # True: every row carries one of the card's labels, a class: seed draws keep each class's share, and
+    # the teacher's examples are picked from the target's class (list prompt) or from every class (verifier).
+    has_classes = False
+    answer_shape = ""  # how answers look, for `localaug tasks` when the card lists no labels
     # True: a row's answer is one of a few choices, so the student can be scored on them and the teacher,
     # as a labeller, constrained to them; False: the answer is written out.
     has_choices = False
@@ -48,6 +63,12 @@ class Kind:
 
     def validate(self, data: dict[str, Any], labels: dict[str, str], where: Where) -> dict[str, Any]:
         raise NotImplementedError
+
+    def check_labels(self, labels: dict[str, str]) -> None:
+        """The card's label list, checked when the card is read (ValueError: what is wrong)."""
+
+    def check_training_rows(self, rows: list[dict[str, Any]], file: str) -> None:
+        """The training split as a whole (UserError: what it lacks), after each row was validated."""
 
     def label(self, data: dict[str, Any]) -> str | None:
         """Stratification key (None: no stratification)."""
@@ -84,11 +105,28 @@ class Kind:
     def dedup_text(self, data: dict[str, Any]) -> str:
         raise NotImplementedError
 
+    def worked_answer(self, data: dict[str, Any]) -> str | None:
+        """The working a row shows beside its answer (a maths solution), for people reading it; else None."""
+        return None
+
+    # The teacher as a labeller of a kind without choices (the verifier, the preflight): it answers the row
+    # itself, greedily, and its answer is read like a student's.
+    solve_sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=384, seed=0)
+
+    def solve_messages(self, data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The chat turns that ask an instruction model to answer the row."""
+        raise NotImplementedError
+
+    def read_solution(self, text: str) -> str | None:
+        """The answer in the teacher's text, as a prediction."""
+        raise NotImplementedError
+
 
 class Classification(Kind):
     name = "classification"
     fields_in_file = ("text", "label")
     has_choices = True
+    has_classes = True
     teacher_check = "teacher (label)"
 
     def validate(self, data, labels, where):
@@ -106,6 +144,16 @@ class Classification(Kind):
                 raise UserError(f"unknown label '{label}' (expected one of: {shown})", file=where.file,
                                 line=where.line, field="label")
         return {"text": text, "label": label}
+
+    def check_labels(self, labels):
+        if len(labels) < 2:
+            raise ValueError("a classification task needs at least two labels")
+
+    def check_training_rows(self, rows, file):
+        found = {d["label"] for d in rows}
+        if len(found) < 2:
+            raise UserError(f"only one label ({', '.join(found)}) in the training data; a classifier needs at "
+                            "least two", file=file, field="label")
 
     def label(self, data):
         return data["label"]
@@ -163,6 +211,7 @@ class MultipleChoice(Kind):
     fields_in_file = ("context", "endings", "label")
     has_choices = True
     teacher_check = "teacher (label)"
+    answer_shape = f"{N_ENDINGS} endings"
     length_normalised = True  # CaseHOLD's endings run from 30 to 300+ characters
 
     def validate(self, data, labels, where):
@@ -242,10 +291,16 @@ class MultipleChoice(Kind):
         return data["context"] + "\n" + "\n".join(data["endings"])
 
 
+SOLVE_SYSTEM = ("Solve the maths word problem step by step. Mark each calculation as <<expression=result>> and "
+                "end with a line '#### ' followed by the final number.")
+
+
 class Math(Kind):
     name = "math"
     teacher_check = "teacher (solves it again)"
+    answer_shape = "#### number"
     fields_in_file = ("question", "answer")
+    solve_sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=384, seed=0, stop=("\n\n\n", "\nProblem:"))
 
     def validate(self, data, labels, where):
         question = _need_str(data, "question", where)
@@ -291,6 +346,16 @@ class Math(Kind):
 
     def dedup_text(self, data):
         return data["question"]
+
+    def worked_answer(self, data):
+        answer = data.get("answer")
+        return answer if isinstance(answer, str) else None
+
+    def solve_messages(self, data):
+        return (("system", SOLVE_SYSTEM), ("user", data["question"]))
+
+    def read_solution(self, text):
+        return final_number(text)
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (Classification(), MultipleChoice(), Math())}

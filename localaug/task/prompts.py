@@ -99,7 +99,7 @@ class Prompts:
 
     def pick_shots(self, target: Example, pool: Sequence[Example], k: int, seed: int) -> list[Example]:
         """Up to k other seed examples like `target` (same label for classification), in a seeded order."""
-        label = self.task.label_of(target) if self.task.kind.name == "classification" else None
+        label = self.task.label_of(target) if self.task.kind.has_classes else None
         same = [e for e in pool if e.id != target.id and (label is None or self.task.label_of(e) == label)]
         return random.Random(seed).sample(same, min(k, len(same)))
 

@@ -118,11 +118,8 @@ class Task:
                 if drop:
                     continue
             out.append(Example(ex_id, data, dict(row.get("meta") or {}), line=line))
-        if self.kind.name == "classification" and id_prefix == "train":
-            found = {e.data["label"] for e in out}
-            if len(found) < 2:
-                raise UserError(f"only one label ({', '.join(found)}) in the training data; "
-                                "a classifier needs at least two", file=path, field="label")
+        if id_prefix == "train":
+            self.kind.check_training_rows([e.data for e in out], str(path))
         return out
 
     def label_of(self, ex: Example) -> str | None:
@@ -130,7 +127,7 @@ class Task:
 
     def stratify(self) -> Any:
         """The key seed draws are stratified by (labels of a classifier), or None."""
-        return self.label_of if self.kind.name == "classification" else None
+        return self.label_of if self.kind.has_classes else None
 
     def dedup_text(self, ex: Example) -> str:
         return self.kind.dedup_text(ex.data)
