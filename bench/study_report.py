@@ -280,14 +280,15 @@ BLOCKS: dict[str, Callable[[list[dict[str, Any]]], list[str]]] = {
     "task-costs": cost_table,
     "precision": precision_table,
     "verifier-arms": verifier_table,
-    "claims": claims_table,
+    # v3's confirmation lines reach a table only once every planned data seed is in (study_v3.reportable).
+    "claims": lambda rs: claims_table(study_v3.reportable(rs)),
     "v3-primary": study_v3.primary_block,
-    "v3-secondary": study_v3.secondary_block,
-    "v3-rounds-confirm": lambda rs: study_v3.rounds_block(rs, "confirm"),
+    "v3-secondary": lambda rs: study_v3.secondary_block(study_v3.reportable(rs)),
+    "v3-rounds-confirm": lambda rs: study_v3.rounds_block(study_v3.reportable(rs), "confirm"),
     "v3-rounds-dev": lambda rs: study_v3.rounds_block(rs, "dev"),
-    "v3-figure": study_v3.figure_block,
-    "v3-confirm-arms": lambda rs: arm_table(v3only(rs), "confirm"),
-    "v3-confirm-runs": lambda rs: run_table(v3only(rs), "confirm"),
+    "v3-figure": lambda rs: study_v3.figure_block(study_v3.reportable(rs)),
+    "v3-confirm-arms": lambda rs: _v3_confirm(arm_table, rs),
+    "v3-confirm-runs": lambda rs: _v3_confirm(run_table, rs),
     "v3-dev-comparisons": lambda rs: comparison_table(v3only(rs), "dev"),
     "v3-dev-arms": lambda rs: arm_table(v3only(rs), "dev"),
     "v3-dev-runs": lambda rs: run_table(v3only(rs), "dev"),
@@ -300,6 +301,11 @@ BLOCKS: dict[str, Callable[[list[dict[str, Any]]], list[str]]] = {
     "dev-runs": lambda rs: run_table(v2(rs), "dev"),
     "tune": lambda rs: tune_table(v2(rs)),
 }
+
+
+def _v3_confirm(table: Callable[[list[dict[str, Any]], str], list[str]], runs: list[dict[str, Any]]) -> list[str]:
+    mine = v3only(study_v3.reportable(runs))
+    return table(mine, "confirm") if any(r["phase"] == "confirm" for r in mine) else [study_v3.WITHHELD]
 
 
 def render(doc: str, runs: list[dict[str, Any]]) -> str:
@@ -325,14 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     new = render(doc, runs)
     if args.write:
         args.doc.write_text(new, encoding="utf-8")
-        if study_v3.figure_data(runs):
-            study_v3.write_figure(runs)
+        if study_v3.figure_data(study_v3.reportable(runs)):
+            study_v3.write_figure(study_v3.reportable(runs))
         return 0
     if new != doc:
         print(f"{args.doc}: the generated tables differ from {args.results}; run "
               "python bench/study_report.py --write", file=sys.stderr)
         return 1
-    if study_v3.figure_data(runs) and study_v3.figure_in_png() != study_v3.figure_json(runs):
+    shown = study_v3.reportable(runs)
+    if study_v3.figure_data(shown) and study_v3.figure_in_png() != study_v3.figure_json(shown):
         print(f"{study_v3.FIGURE}: the figure was drawn from other numbers; run python bench/study_report.py --write",
               file=sys.stderr)
         return 1

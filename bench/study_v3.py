@@ -20,10 +20,16 @@ from typing import Any
 from study_stats import averaged_over_tasks, clustered, final_accuracy, holm, iteration_accuracy, paired
 
 STUDY = "v3"
+PROTOCOL_COMMIT = "00f56f3"  # bench/protocol-v3.md as committed before the first confirmation run
+PLANNED_DATA_SEEDS = tuple(range(20, 26))  # the protocol's compute plan: 6 data seeds
+ARMS_PER_TASK = ("localaug", "plain", "steps")
 PRIMARY_TASKS = ("trec", "snips")
 ROUNDS = 3  # rounds of teacher data: students 0 (plain fine-tuning) to 3
 TASK_ORDER = ["trec", "snips", "sst2"]
 Run = dict[str, Any]
+
+
+WITHHELD = "(Not shown until the confirmation is complete: see the primary result's line above.)"
 
 
 def v3(runs: list[Run], phase: str) -> list[Run]:
@@ -44,6 +50,37 @@ def _tasks(runs: list[Run]) -> list[str]:
     return sorted({r["task"] for r in runs}, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
 
 
+# ------------------------------------------------------------------ the stopping rule
+
+def complete_data_seeds(runs: list[Run]) -> list[int]:
+    """Data seeds whose every planned line is in: localaug, plain and steps on both primary tasks."""
+    have = {(r["task"], r["data_seed"], r["arm"]) for r in v3(runs, "confirm")}
+    seeds = sorted({ds for _, ds, _ in have})
+    return [ds for ds in seeds if all((t, ds, a) in have for t in PRIMARY_TASKS for a in ARMS_PER_TASK)]
+
+
+def is_complete(runs: list[Run], planned: tuple[int, ...] = PLANNED_DATA_SEEDS) -> bool:
+    return set(planned) <= set(complete_data_seeds(runs))
+
+
+def reportable(runs: list[Run], planned: tuple[int, ...] = PLANNED_DATA_SEEDS) -> list[Run]:
+    """The raw lines the v3 analyses may read: the confirmation's only once every planned data seed is complete,
+    so no table shows a partial confirmation while it runs (the protocol fixes when it is reported)."""
+    if is_complete(runs, planned):
+        return runs
+    return [r for r in runs if not (r.get("study") == STUDY and r["phase"] == "confirm")]
+
+
+def progress_line(runs: list[Run], planned: tuple[int, ...] = PLANNED_DATA_SEEDS) -> str:
+    done = [ds for ds in complete_data_seeds(runs) if ds in planned]
+    lines = len(v3(runs, "confirm"))
+    return (f"**Confirmation in progress** (bench/protocol-v3.md, committed at {PROTOCOL_COMMIT}): {len(done)} of "
+            f"{len(planned)} planned data seeds ({planned[0]}-{planned[-1]}) complete"
+            f"{' (' + ', '.join(map(str, done)) + ')' if done else ''}, {lines} raw confirmation lines in all. "
+            "**The primary is not yet reported**: it is computed once every planned data seed is in, or, if the "
+            "study stops before, reported on the completed data seeds as incomplete.")
+
+
 # ------------------------------------------------------------------ primary
 
 def primary(runs: list[Run]) -> dict[str, Any]:
@@ -52,10 +89,10 @@ def primary(runs: list[Run]) -> dict[str, Any]:
     return clustered(averaged_over_tasks(per_task))
 
 
-def primary_block(runs: list[Run]) -> list[str]:
+def primary_block(runs: list[Run], planned: tuple[int, ...] = PLANNED_DATA_SEEDS) -> list[str]:
+    if not is_complete(runs, planned):
+        return [progress_line(runs, planned)]
     c = primary(runs)
-    if not c["clusters"]:
-        return ["No confirmation run has finished yet."]
     shown = c["p_signflip"] < 0.05
     verdict = ("a gain over plain fine-tuning is shown" if shown and c["mean"] > 0 else "a loss is shown" if shown
                else "no difference is shown")
@@ -108,6 +145,8 @@ def secondary(runs: list[Run]) -> list[dict[str, Any]]:
 
 def secondary_block(runs: list[Run]) -> list[str]:
     rows = secondary(runs)
+    if not rows:
+        return [WITHHELD]
     lines = ["| task | comparison | data seeds | mean difference, points | adjusted 95% interval (Bonferroni, "
              f"{len(rows)} tests) | unadjusted 95% interval | up / down | Holm-adjusted p |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -126,6 +165,8 @@ def rounds_block(runs: list[Run], phase: str) -> list[str]:
     """Per task, each student of the three-round localaug runs: test accuracy, its difference from plain
     fine-tuning (student 0) and from the student before, and the teacher examples it trained on."""
     mine = [r for r in v3(runs, phase) if r["arm"] == "localaug" and r["settings"]["iterations"] == ROUNDS + 1]
+    if not mine:
+        return [WITHHELD] if phase == "confirm" else ["No development run of three rounds."]
     lines = ["| task | data seeds | student (rounds of teacher data) | test accuracy, % (mean) | minus plain, points "
              "[95% CI] | minus the student before | teacher examples trained on (mean) | runs stopped before it |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -216,7 +257,7 @@ def figure_in_png(path: Path = FIGURE) -> str | None:
 
 def figure_block(runs: list[Run]) -> list[str]:
     if not figure_data(runs):
-        return ["(No confirmation run has finished yet: no figure.)"]
+        return [WITHHELD.replace("Not shown", "No figure")]
     return [f"![Paired differences per task and comparison, Results v3](img/{FIGURE.name})", "",
             "Each row: the data seeds' paired differences (grey dots), their mean (black) and its interval (the "
             "primary's 95% t-interval in red; each secondary's Bonferroni-adjusted interval in blue). Drawn by "
