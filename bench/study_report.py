@@ -262,7 +262,8 @@ def cost_table(_: list[dict[str, Any]]) -> list[str]:
         run = e["students"] + e["scoring"] + e["teacher"]
         acc = (f"{100 * m['test_accuracy']:.0f}% of {m['test_rows']} test rows" if m["test_rows"]
                else f"{100 * m['seed_accuracy']:.0f}% of its {m['seed_rows']} seeds")
-        lines.append(f"| {m['task']} | {m['seed_size']} | {e['step_s']:.0f} | {e['test_row_s']:.1f} | "
+        task = m["task"] + (" (llama.cpp eval)" if m.get("eval_backend") == "llamacpp" else "")
+        lines.append(f"| {task} | {m['seed_size']} | {e['step_s']:.0f} | {e['test_row_s']:.1f} | "
                      f"{e['candidate_s']:.0f} ({m['teacher_accepted']}/{m['teacher_candidates']}) | {acc} | "
                      f"{e['students'] / 60:.0f} min + {e['scoring'] / 60:.0f} min ({rows} test rows) + "
                      f"{e['teacher'] / 60:.0f} min ({e['candidates']} candidates) = {run / 3600:.1f} h | "

@@ -2,6 +2,7 @@
 
     python bench/task_cost.py measure --task casehold --seed-size 100 --epochs 1 --test-rows 50 --teacher-seeds 2
     python bench/task_cost.py from-run RUN_DIR --teacher-candidates 30 --teacher-seconds 3120 --teacher-accepted 13
+    python bench/task_cost.py measure --task gsm8k --seed-size 100 --epochs 1 --test-rows 50 --eval-backend llamacpp
 
 Measures, with the shipped code and models (each part an ordinary `localaug` command):
   1. plain fine-tuning of the student on --seed-size seed examples, then scoring --test-rows test rows (from
@@ -16,7 +17,9 @@ seeds each, the preflight, every wrong seed example asked --per-wrong times, a s
 `from-run` takes the parts from a study run that was stopped (its finished stages) and the teacher's cost
 from elsewhere (e.g. bench/teacher_yield.py). Each measurement is appended as one JSON line to --results
 (bench/results/task-costs.jsonl); bench/study_report.py makes the cost table of docs/RESULTS.md from it with
-`estimate()` below. The estimate is labelled as one; only the parts are measured.
+`estimate()` below. The estimate is labelled as one; only the parts are measured. --eval-backend llamacpp
+measures the student's evaluation in llama.cpp (`eval_backend: llamacpp`, student/llamacpp.py); each record
+says which backend scored it ("eval_backend").
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def _parts(run: Path) -> dict[str, Any]:
             "train_seconds": train["seconds"], "epochs": (cfg.get("student_settings") or {}).get("epochs", 6.0),
             "seed_rows": seed["total"], "seed_seconds": seed["seconds"], "seed_accuracy": seed["accuracy"],
             "test_rows": test.get("total", 0), "test_seconds": test.get("seconds", 0.0),
-            "test_accuracy": test.get("accuracy"), "eval_mode": seed["eval_mode"]}
+            "test_accuracy": test.get("accuracy"), "eval_mode": seed["eval_mode"],
+            "eval_backend": cfg.get("eval_backend") or "transformers"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("--teacher-seeds", type=int, default=3)
     me.add_argument("--epochs", type=float, help="train this many epochs in the measurement (default: the card's)")
     me.add_argument("--out", type=Path, help="keep the run and the teacher's output here (default: a temp dir)")
+    me.add_argument("--eval-backend", choices=["transformers", "llamacpp"], default="transformers",
+                    help="the student's evaluation engine in the measured run")
     fr = sub.add_parser("from-run", help="take the parts from a stopped study run")
     fr.add_argument("run", type=Path)
     fr.add_argument("--teacher-candidates", type=int, required=True)
@@ -126,7 +132,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     config = out / "plain.yaml"
     config.write_text(f"task: {args.task}\nrecipe: paper\niterations: 1\npreflight: 0\nseed_size: {args.seed_size}\n"
-                      f"test_size: {args.test_rows}\ntest_offset: 300\n"
+                      f"test_size: {args.test_rows}\ntest_offset: 300\neval_backend: {args.eval_backend}\n"
                       + (f"student_settings: {{epochs: {args.epochs}}}\n" if args.epochs else ""), encoding="utf-8")
     run = out / "plain"
     _localaug("run", "--config", str(config), "--out", str(run))

@@ -19,17 +19,30 @@ from .plugins import resolve
 from .protocols import Student, Teacher
 
 
-def make_student(spec: str, settings: dict[str, Any] | None = None, *, factory: str | None = None) -> Student:
-    """`settings` override the card's student section (e.g. {"epochs": 3, "lr": 1e-4})."""
+def make_student(spec: str, settings: dict[str, Any] | None = None, *, factory: str | None = None,
+                 eval_backend: str = "transformers") -> Student:
+    """`settings` override the card's student section (e.g. {"epochs": 3, "lr": 1e-4}); `eval_backend`
+    "llamacpp" evaluates the student in llama.cpp (student/llamacpp_student.py), training stays transformers."""
     backend = resolve("student", spec, factory=factory)
     if not backend.is_card:
+        if eval_backend != "transformers":
+            raise UserError(f"eval_backend {eval_backend} needs a model-card student, not the {backend.kind} "
+                            f"'{spec}'", field="eval_backend")
         return backend.build(settings or {})
     from .student import load_student
     from .student.quiet import quiet_transformers
 
     quiet_transformers()
 
-    return load_student(spec, **(settings or {}))
+    student = load_student(spec, **(settings or {}))
+    if eval_backend == "llamacpp":
+        from .student.llamacpp_student import LlamaCppEvalStudent
+
+        # An f16 GGUF of the weights the student trains on (made once, ~540 MB for the 270M), not the card's
+        # Q4_K_M file: on TREC the f16 base gave the transformers student's label on 100 of 100 rows and the
+        # Q4_K_M base on 96 (its kernels tip near ties), and f16 scored them 3x faster (bench/README.md).
+        return LlamaCppEvalStudent(student, base="f16")
+    return student
 
 
 def teacher_cache_path(settings: Settings) -> Path:

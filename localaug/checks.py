@@ -60,6 +60,12 @@ def before_run(task: Task, settings: Settings, factories: Factories = Factories(
     sources = sources or {}
     student_backend = resolve("student", settings.student, factory=factories.student, source=sources.get("student"))
     card = _student_card(student_backend, settings.student_settings)
+    if settings.eval_backend != "transformers" and card is None:  # llama.cpp needs the card's GGUF base
+        raise UserError(f"eval_backend {settings.eval_backend} needs a model-card student, not the "
+                        f"{student_backend.kind} '{settings.student}'", file=sources.get("student"),
+                        field="eval_backend")
+    if settings.eval_backend == "llamacpp" and card is not None and card.source.hf_path:
+        check_llamacpp_convertible(Path(card.source.hf_path).expanduser())
     check_teacher(settings, factories, sources.get("teacher"))
     check_templates(task)
     if "test" not in task.splits():
@@ -103,6 +109,19 @@ def _student_card(backend: Backend, overrides: dict[str, Any]) -> ModelCard | No
     merge_overrides(card.student, rest)  # an unknown student setting is named here, not after the first stage
     card.check_source()
     return card
+
+
+def check_llamacpp_convertible(model_dir: Path) -> None:
+    """eval_backend llamacpp converts a Hugging Face student to a GGUF after its first training stage: a model
+    the converter cannot write (architecture, tokenizer) fails now, in one line, not an hour into the run."""
+    from .export.gguf_model import check_convertible
+
+    try:
+        check_convertible(model_dir, with_tokenizer=True)
+    except UserError as e:
+        why = e.message.replace("; export --format hf instead", "")
+        raise UserError(f"{why} (eval_backend llamacpp needs the student as a GGUF; transformers does not)",
+                        file=e.file, line=e.line, field=e.field) from None
 
 
 def check_teacher(settings: Settings, factories: Factories, source: str | Path | None = None) -> None:
@@ -226,6 +245,6 @@ def _plan(task: Task, settings: Settings, card: ModelCard | None
             ("per wrong example", str(s.per_wrong)),
             ("recipe", f"{s.recipe} (shots {s.shots}, verify {s.verify}, holdout {s.holdout})"),
             ("student", s.student), ("teacher", " + ".join(s.teacher_servers) or s.teacher),
-            ("eval", task.eval_mode(s.eval_mode)), ("run dir", str(s.out or "")),
+            ("eval", f"{task.eval_mode(s.eval_mode)} ({s.eval_backend})"), ("run dir", str(s.out or "")),
             ("estimated time", f"~{est / 60:.0f} min on 2 CPU cores (rough)")]
     return seed, used_test, plan

@@ -67,6 +67,9 @@ class Settings(Strict):
     filter: Literal["none", "students"] = Field(
         "none", description="students: keep a candidate only if a student that never saw its source agrees")
     eval_mode: Literal["score", "generate"] | None = Field(None, description="None: the task's default")
+    eval_backend: Literal["transformers", "llamacpp"] = Field(
+        "transformers", description="the student's evaluation engine; llamacpp: its base GGUF plus the adapter "
+                                    "as a llama.cpp LoRA, batched (training stays transformers)")
     student: str = Field(DEFAULT_STUDENT, description="model card name or path, or an installed plug-in's name")
     student_settings: dict[str, Any] = Field(default_factory=dict, description="card overrides: {epochs: 3}")
     teacher: str = Field(DEFAULT_TEACHER, description="model card name or path, or an installed plug-in's name")
@@ -124,6 +127,8 @@ class Settings(Strict):
         d["teacher_url"] = None  # kept as a key (and a new field left unset is left out): older runs keep theirs
         if d.get("teacher_identity") is None:
             d.pop("teacher_identity", None)
+        if d.get("eval_backend") == "transformers":  # the default: runs made before the setting keep their identity
+            del d["eval_backend"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

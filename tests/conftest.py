@@ -55,6 +55,26 @@ def fake_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
+def real_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished `localaug run` on the demo with the real student (Gemma 3 270M, transformers + peft) and the
+    fake teacher plug-in: one iteration (plain fine-tuning: the teacher is never asked), 16 seeds at 2 epochs,
+    the first 50 test rows. Its iter_00/eval_test.jsonl holds localaug's own predictions, the source of truth
+    of the export and llama.cpp evaluation tests (tests/test_export.py). About a minute on 2 quiet cores."""
+    from click.testing import CliRunner
+
+    from localaug.cli import main
+
+    tmp = tmp_path_factory.mktemp("real-demo")
+    cfg = tmp / "run.yaml"
+    cfg.write_text("task: demo\nrecipe: paper\niterations: 1\npreflight: 0\nverify: none\nteacher: fake\n"
+                   "seed_size: 16\ntest_size: 50\nstudent_settings: {epochs: 2}\n")
+    res = CliRunner().invoke(main, ["run", "--config", str(cfg), "--out", str(tmp / "run"),
+                                    "--cache", str(tmp / "cache.sqlite")])
+    assert res.exit_code == 0, res.output
+    return tmp / "run"
+
+
+@pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run written through the store's API (bench/synthetic_run.py): every fate of a teacher example,
     and teacher texts that try to break out of a web page. Its reports are written."""

@@ -57,7 +57,8 @@ def disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _artefacts(root: Path) -> dict[str, bytes]:
-    skip = {"manifest.json", "report.md", "config.yaml", ".lock", "accuracy.png"}  # timings, own paths, dates
+    # Timings, own paths, dates.
+    skip = {"manifest.json", "report.md", "report.html", "config.yaml", ".lock", "accuracy.png"}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
             and p.name not in skip}
 

@@ -20,8 +20,9 @@ import yaml
 
 from tests.conftest import plugin_env
 
-# Timings and dates; and config.yaml, which names each run's own folder and cache file (compared without them).
-VOLATILE = {"manifest.json", "report.md", "config.yaml"}
+# Timings and dates (the manifest and both reports: report.html shows each stage's seconds); and config.yaml, which
+# names each run's own folder and cache file (compared without them).
+VOLATILE = {"manifest.json", "report.md", "report.html", "config.yaml"}
 
 
 def _run(tmp: Path, name: str, failpoint: str | None = None) -> subprocess.CompletedProcess:

@@ -56,3 +56,21 @@ def test_plot_legend_covers_no_data() -> None:
     box = legend.get_window_extent(renderer)
     assert not box.overlaps(ax.get_window_extent(renderer))  # beside the axes, so over no line or point
     assert len(legend.get_texts()) == 5  # and it names every series
+
+
+def test_the_iteration_table_fits_a_narrow_terminal_without_ellipses() -> None:
+    from rich.console import Console
+
+    from localaug.report.summary import COLUMNS, iteration_table
+
+    rows = [IterationRow(iteration=i, train_size=24 + 6 * i, seed_accuracy=0.9, wrong=3 - i, new_examples=6,
+                         test_accuracy=0.55 + 0.1 * i, seconds=41.0) for i in range(3)]
+    for width in (40, 60, 100):
+        console = Console(width=width, record=True, force_terminal=False)
+        console.print(iteration_table(rows, width=console.width))
+        text = console.export_text()
+        assert "…" not in text, (width, text)
+        assert max(len(line) for line in text.splitlines()) <= width
+        for _, header, _ in COLUMNS[1:]:
+            assert header in text, (width, header, text)
+        assert "75.0%" in text and "65.0%" in text  # the numbers whole

@@ -44,13 +44,15 @@ def _register() -> None:
     from .cache import cache
     from .data import data, tasks
     from .dedup import dedup
+    from .export import export_cmd
     from .plugins import plugins
     from .prepare import prepare
     from .run import run
     from .runs import report, runs
     from .stages import eval_cmd, generate, train
 
-    for cmd in (run, prepare, report, runs, tasks, data, generate, train, eval_cmd, dedup, cache, plugins):
+    for cmd in (run, prepare, report, runs, tasks, data, generate, train, eval_cmd, dedup, export_cmd, cache,
+                plugins):
         main.add_command(cmd)
 
 

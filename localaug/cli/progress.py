@@ -86,7 +86,7 @@ class RichObserver:
 
     def iteration_end(self, iteration: int, row: IterationRow) -> None:
         self.rows.append(row)
-        self.console.print(iteration_table(self.rows))
+        self.console.print(iteration_table(self.rows, width=self.console.width))
 
 
 def _said(summary: StageSummary) -> list[str]:

@@ -53,6 +53,8 @@ def _default_out(cfg: Settings) -> Path:
               help="Train each student on N torchrun processes (one per GPU on CUDA) [the card's, 1].")
 @click.option("--test-size", type=int, help="Evaluate on the first N test rows only.")
 @click.option("--eval-mode", type=click.Choice(["score", "generate"]), help="How the student is judged.")
+@click.option("--eval-backend", type=click.Choice(["transformers", "llamacpp"]),
+              help="The student's evaluation engine [transformers]; llamacpp: the adapter as a llama.cpp LoRA.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Root of task data.")
 @click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="Teacher cache file.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [runs/<task>-seed<S>-<hash>].")
@@ -93,7 +95,8 @@ def run(config_file: str | None, resume_dir: str | None, dry_run: bool, student_
                 console.print("First use: the student's GGUF is converted once (about 40 s; `localaug prepare` "
                               "does it ahead).")
             with console.status("converting the student (once)") if first_use else contextlib.nullcontext():
-                student = make_student(settings.student, settings.student_settings, factory=factories.student)
+                student = make_student(settings.student, settings.student_settings, factory=factories.student,
+                                       eval_backend=settings.eval_backend)
         store.record_models(student=student.identity, teacher=teacher.identity if teacher else None,
                             teacher_cache=str(teacher_cache_path(settings)))
         with RichObserver(settings.iterations, console) as obs:

@@ -25,7 +25,7 @@ def report(run_dir: str) -> None:
     path = write_report(store)
     rows = store.manifest.rows()
     console = Console()
-    console.print(iteration_table(rows))
+    console.print(iteration_table(rows, width=console.width))
     console.print(verdict(rows, store.manifest.final))
     console.print(f"Report: {path}", soft_wrap=True)
     console.print(closing_line(store.manifest, Path(run_dir) / REPORT_HTML), soft_wrap=True)

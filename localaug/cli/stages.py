@@ -155,20 +155,22 @@ def train(task_name: str, data_path: str | None, seed_size: int | None, student:
 @click.option("--limit", type=int, help="First N rows only.")
 @click.option("--mode", type=click.Choice(["score", "generate"]), help="Scoring or generate-and-parse [the task's].")
 @click.option("--student", help=f"Student model card or installed plug-in [{DEFAULT_STUDENT}].")
+@click.option("--eval-backend", type=click.Choice(["transformers", "llamacpp"]),
+              help="The evaluation engine [transformers]; llamacpp: the base GGUF + the adapter as a llama.cpp LoRA.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write predictions JSONL here.")
 @data_dir_option
 def eval_cmd(task_name: str, adapter: str | None, split: str, limit: int | None, mode: str | None,
-             student: str | None, out_path: str | None, data_dir: str | None) -> None:
+             student: str | None, eval_backend: str | None, out_path: str | None, data_dir: str | None) -> None:
     """Evaluate the student (base or base + adapter) on a split of a task."""
     from ..backends import make_student
 
     task = load_task(task_name, data_dir)
     if adapter and not Path(adapter).is_dir():
         raise UserError("adapter directory not found", file=adapter)
-    settings = _settings(task, student=student, eval_mode=mode)
+    settings = _settings(task, student=student, eval_mode=mode, eval_backend=eval_backend)
     rows = task.load_split(split)[:limit] if limit else task.load_split(split)
     mode = task.eval_mode(settings.eval_mode)
-    s = make_student(settings.student, settings.student_settings)
+    s = make_student(settings.student, settings.student_settings, eval_backend=settings.eval_backend)
     console = Console()
     with _bar(console) as bar:
         tid = bar.add_task(f"eval {split} ({mode})", total=len(rows), info="")

@@ -38,15 +38,17 @@ import gc
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from datasketch import MinHashLSH
 
 from ..errors import UserError
 from .minhash import lsh_insert, lsh_query, minhash_flat, minhash_many, new_lsh, permutations
 from .persist import read_index, write_index
 from .text import DIGITS, jaccard, normalise, rouge_l, shingle_set, shingles, word_unigram_hashes
+
+if TYPE_CHECKING:
+    from datasketch import MinHashLSH  # imported where an index is built (minhash.new_lsh): it pulls in scipy
 
 Role = Literal["train", "test"]
 Outcome = Literal["accepted", "duplicate", "contaminated"]

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from datasketch import MinHashLSH
+
 # Own kernel, not datasketch's public API: `dedup_bench.py public-api` measured it 2.0-2.1x slower (whole index 1.7x).
-from datasketch import MinHashLSH
-from datasketch.lsh import _optimal_param  # internal: datasketch's own (bands, rows) choice
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)
@@ -64,10 +66,16 @@ def minhash_flat(flat: np.ndarray, lens: np.ndarray, a: np.ndarray, b: np.ndarra
 @functools.lru_cache(maxsize=32)
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     # datasketch's own (bands, rows) choice; cached because it integrates numerically (~20 ms)
+    from datasketch.lsh import _optimal_param  # internal: datasketch's own (bands, rows) choice
+
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
 def new_lsh(threshold: float, num_perm: int) -> MinHashLSH:
+    # Imported here, not at the top: datasketch pulls in scipy (~1-2 s), which every `localaug` command would
+    # pay at start-up, also the ones that never deduplicate (--help, data check, a refused input).
+    from datasketch import MinHashLSH
+
     return MinHashLSH(num_perm=num_perm, params=lsh_params(threshold, num_perm))
 
 

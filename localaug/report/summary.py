@@ -35,8 +35,21 @@ def cell(row: IterationRow, key: str, fmt: str) -> str:
     return "-" if v is None else fmt.format(v)
 
 
-def iteration_table(rows: list[IterationRow], title: str = "LLM2LLM iterations") -> Table:
+# The wide table's natural width: its eight headers, padding and borders.
+WIDE_TABLE_COLUMNS = 78
+
+
+def iteration_table(rows: list[IterationRow], title: str = "LLM2LLM iterations", width: int | None = None) -> Table:
+    """One row per iteration; in a terminal narrower than the wide table (`width` columns), one row per
+    measure and one column per iteration instead, so no header or number is cut to an ellipsis."""
     table = Table(title=title)
+    if width is not None and width < WIDE_TABLE_COLUMNS:
+        table.add_column("iter", no_wrap=True)
+        for r in rows:
+            table.add_column(str(r.iteration), justify="right")
+        for key, header, fmt in COLUMNS[1:]:
+            table.add_row(header, *[cell(r, key, fmt) for r in rows])
+        return table
     for _, header, _ in COLUMNS:
         table.add_column(header, justify="right")
     for r in rows:

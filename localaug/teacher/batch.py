@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,8 @@ class _Seq:
 class BatchDecoder:
     """The multi-sequence context of one loaded model. Not thread-safe: the teacher serialises calls."""
 
-    def __init__(self, llm: Any, *, n_ctx: int, n_threads: int, batch_sequences: int, kv_unified: bool) -> None:
+    def __init__(self, llm: Any, *, n_ctx: int, n_threads: int, batch_sequences: int, kv_unified: bool,
+                 on_context: Callable[[Any], None] | None = None) -> None:
         import llama_cpp
 
         self._ll = llama_cpp
@@ -63,6 +64,7 @@ class BatchDecoder:
         self.n_threads = n_threads
         self.batch_sequences = batch_sequences
         self.kv_unified = kv_unified
+        self.on_context = on_context  # called with each new context (the student sets its LoRA adapter there)
         self._ctx: Any = None  # created on first use
         self._batch: Any = None
         self._batch_cap = 0
@@ -92,6 +94,8 @@ class BatchDecoder:
             if not ctx:
                 raise UserError("llama.cpp could not create a multi-sequence context (lower batch_sequences)")
             self._ctx = ctx
+            if self.on_context is not None:
+                self.on_context(ctx)
         if self._batch_cap < need_tokens:
             if self._batch is not None:
                 ll.llama_batch_free(self._batch)
