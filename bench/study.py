@@ -13,6 +13,7 @@ Arms (each an ordinary localaug run; the same student, teacher, seed set and tra
     localaug-270m   the default recipe with the 270M model as its own teacher
     tune      plain fine-tuning on 3/4 of the seeds scored on the other 1/4: how the epochs are chosen
     localaug-filter, localaug-holdout   development variants of the recipe (consistency filter; held-out choice)
+    localaug-styled   v3 development: match_style and refuse_non_examples on (docs/task-cards.md)
 
 Phases keep development and confirmation apart: `dev` scores the first --test-size test rows; `confirm`
 skips the first 300 (the rows every development run scored) and should use data seeds no development run
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -50,6 +52,8 @@ ARMS: dict[str, dict[str, Any]] = {
     # Development variants of the recipe (docs/RESULTS.md, "Development"): the winner became the default.
     "localaug-filter": {"find_errors": "oof", "filter": "students"},
     "localaug-holdout": {"holdout": 0.25},
+    # v3 development on SST-2: the teacher's text in the seeds' style, and a verifier that may refuse non-examples.
+    "localaug-styled": {"match_style": True, "refuse_non_examples": True},
     # Choosing the training budget: plain fine-tuning on 3/4 of the seeds, scored on the held-out 1/4.
     "tune": {"recipe": "paper", "iterations": 1, "holdout": 0.25, "preflight": 0},
 }
@@ -63,19 +67,30 @@ def _inner_teacher(spec: str, threads: int | None) -> Any:
     return build_teacher(spec, n_threads=threads)
 
 
-def _git_commit() -> str:
+def code_commit() -> str:
+    """The commit whose code this process runs, read once at start (a run may finish after HEAD moved),
+    with '+dirty' when tracked files under localaug/, bench/, tasks/ or models/ differ from it."""
+    here = Path(__file__).resolve().parent.parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                              cwd=here, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "localaug", "bench/study.py", "tasks", "models"],
+                               capture_output=True, text=True, cwd=here, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+COMMIT = code_commit()  # at import: the code that runs, not HEAD when a run finishes
 
 
 def _stage_sum(stages: dict[str, Any], suffix: str, key: str) -> int:
     return sum(int(v.get(key, 0) or 0) for k, v in stages.items() if k.endswith(suffix))
 
 
-def record(settings: Settings, run: Path, arm: str, phase: str, study: str, wall: float) -> dict[str, Any]:
+def record(settings: Settings, run: Path, arm: str, phase: str, study: str, wall: float, started: str = ""
+           ) -> dict[str, Any]:
     """The JSON line of a finished run: what was run, and every number the report needs."""
     m = json.loads((run / "manifest.json").read_text())
     stages = m["stages"]
@@ -103,7 +118,8 @@ def record(settings: Settings, run: Path, arm: str, phase: str, study: str, wall
                            "verified": _stage_sum(stages, "/verify", "verified"),
                            "accepted": _stage_sum(stages, "/dedup", "accepted")},
         "stage_seconds": round(sum(v.get("seconds", 0.0) for v in stages.values()), 1),
-        "wall_seconds": round(wall, 1), "commit": _git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "wall_seconds": round(wall, 1), "commit": COMMIT, "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
 
@@ -128,7 +144,7 @@ def run_arm(args: argparse.Namespace, arm: str, ds: int, ts: int, student: Any, 
     run = Path(args.out) / args.phase / Path(args.task).stem / f"{arm}-d{ds}-t{ts}-{settings.fingerprint()[:8]}"
     settings.out = str(run)
     store = RunStore.open_for_run(run, settings)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S")
     try:
         def make_teacher() -> Any:
             inner = _inner_teacher(settings.teacher, args.teacher_threads)
@@ -137,7 +153,7 @@ def run_arm(args: argparse.Namespace, arm: str, ds: int, ts: int, student: Any, 
         Loop(task, settings, store, student, make_teacher).run()
     finally:
         store.unlock()
-    rec = record(settings, run, arm, args.phase, args.study, time.perf_counter() - t0)
+    rec = record(settings, run, arm, args.phase, args.study, time.perf_counter() - t0, started)
     with open(args.results, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec, sort_keys=True) + "\n")
     done[key] = rec

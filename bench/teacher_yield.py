@@ -85,6 +85,8 @@ def precision_rows(judged_dir: Path = JUDGED) -> list[dict[str, Any]]:
         stem = judged.name.removesuffix("-judged.jsonl")
         if stem.endswith("-rejected"):  # thrown away before verification: no verdicts to join
             continue
+        if stem.endswith("-v3"):  # bench/verifier_arms.py's judgments: several verifiers, joined there
+            continue
         task, teacher = stem.split("-", 1)
         rows = [json.loads(x) for x in judged.read_text().splitlines() if x.strip()]
         verdicts = {r["id"]: r["verified"] for r in map(json.loads, (judged_dir / f"{stem}-verdicts.jsonl")

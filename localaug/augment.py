@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocols import GenerationRequest, ProgressFn, Teacher
+from .style import TextStyle
 from .task import Example, Task
 from .task.prompts import TeacherPrompt, prompts_of
 
@@ -73,12 +74,14 @@ def augment(
     shots: int = 0,
     pool: Sequence[Example] = (),
     progress: ProgressFn | None = None,
+    style: TextStyle | None = None,
 ) -> Candidates:
     """Ask the teacher for `per_wrong` new examples per target; parse and validate them.
 
     A target whose samples all fail validation is asked again (new sampling seed) up to `max_retries`
     times. All requests of one round go to the teacher in one batch. With `shots` > 0 the prompt lists
-    that many examples from `pool` (the seed set) like the target (see Prompts.listing).
+    that many examples from `pool` (the seed set) like the target (see Prompts.listing). With `style`, a
+    classification text is rewritten in the seeds' style (localaug.style); the teacher's own is kept in meta.
     """
     result = Candidates()
     prompts = prompts_of(task)
@@ -123,6 +126,10 @@ def augment(
                 result.seconds += comp.seconds
                 # The completion continues `prefix` (e.g. "New question: "); chat replies restate it.
                 data, reason = prompts.parse(comp.text, t.example, tp.prefix, tp.template)
+                as_written = None
+                if data is not None and style is not None and isinstance(data.get("text"), str):
+                    as_written = data["text"]
+                    data = {**data, "text": style.apply(as_written)}
                 key = " ".join(task.kind.dedup_text(data).lower().split()) if data is not None else ""
                 if data is not None and key in seen:
                     data, reason = None, "repeat: the same text as an earlier sample for this seed example"
@@ -139,6 +146,7 @@ def augment(
                     "origin": "teacher", "seed_id": t.example.id, "iteration": iteration,
                     "attempt": attempt, "sample": k, "prompt_hash": tp.prompt_hash,
                     "teacher": teacher.identity,
+                    **({"as_written": as_written} if as_written not in (None, data.get("text")) else {}),
                 }))
             if not got_one:
                 still_pending.append(t)

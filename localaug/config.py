@@ -60,6 +60,10 @@ class Settings(Strict):
     find_errors: Literal["student", "oof"] = Field(
         "student", description="student: the paper (M_i on its own seeds); oof: k students that never saw them")
     folds: int = Field(4, ge=2, description="students for out-of-fold error finding (find_errors: oof)")
+    match_style: bool = Field(False, description="rewrite the teacher's text in the seeds' style (lower case, "
+                                                 "tokenised punctuation: localaug.style); classification")
+    refuse_non_examples: bool = Field(False, description="the verifier may answer 'not an example' (a refusal, "
+                                                         "a note) instead of a label; classification")
     filter: Literal["none", "students"] = Field(
         "none", description="students: keep a candidate only if a student that never saw its source agrees")
     eval_mode: Literal["score", "generate"] | None = Field(None, description="None: the task's default")
@@ -142,7 +146,8 @@ def resolve(cfg: Any, card_defaults: Any = None, source: str | Path | None = Non
     given = {k: v for k, v in cfg.model_dump().items() if v is not None}
     card = card_defaults.model_dump(exclude_none=True) if card_defaults is not None else {}
     values: dict[str, Any] = {"iterations": 3, "per_wrong": 1}
-    values.update({k: card[k] for k in ("iterations", "per_wrong", "test_size", "eval_mode") if k in card})
+    values.update({k: card[k] for k in ("iterations", "per_wrong", "test_size", "eval_mode", "match_style",
+                                             "refuse_non_examples") if k in card})
     values.update(RECIPES.get(given.get("recipe", "localaug"), {}))
     if "seed_size" not in given and "seed_fraction" not in given:
         values["seed_size"] = card.get("seed_size", 50)

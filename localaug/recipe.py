@@ -228,12 +228,14 @@ class Recipe(Hooks):
                 return VerifySummary(candidates=len(candidates), verified=len(candidates), verifier="none")
             res = verify_with_teacher(
                 stages.task, stages.teacher, candidates, seed, run_seed=self.settings.seed, iteration=i,
+                refuse=self.settings.refuse_non_examples,
                 progress=lambda done, n, info: (stages.obs.progress(done, n, info),
                                                 halfway(f"verify:{i}", done, n)))
             store.write_examples(here.verified, res.accepted)
             store.write_jsonl(here.rejected_by("verify"), res.rejected)
+            refusing = self.settings.refuse_non_examples and stages.task.kind.name == "classification"
             return VerifySummary(candidates=len(candidates), verified=len(res.accepted),
-                                 verifier=stages.task.kind.teacher_check)
+                                 verifier=stages.task.kind.teacher_check + (" or not an example" if refusing else ""))
 
         stages.run(here, layout.VERIFY, len(candidates), work)
         return store.read_examples(here.verified)

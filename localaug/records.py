@@ -69,6 +69,7 @@ class AugmentSummary(StageSummary):
     cached: int
     completion_tokens: int
     teacher: str
+    style: str | None = None  # match_style: the seeds' style the teacher's text was rewritten in
 
 
 class VerifySummary(StageSummary):

@@ -23,6 +23,7 @@ from .observer import NullObserver, Observer
 from .protocols import Student, Teacher
 from .records import AugmentSummary, DedupSummary, EvalSummary, PrepareSummary, StageSummary, TrainSummary
 from .store import RunStore
+from .style import TextStyle
 from .task import Example, Judged, Task
 
 S = TypeVar("S", bound=StageSummary)
@@ -135,11 +136,13 @@ class Stages:
     def generate(self, i: int, targets: list[Target], pool: list[Example]) -> list[Example]:
         """The teacher's new examples for the targets, parsed (candidates.jsonl; failures rejected_parse.jsonl)."""
         folder, s = round_folder(i), self.settings
+        style = (TextStyle.learn(self.task.dedup_text(e) for e in pool)
+                 if s.match_style and self.task.kind.name == "classification" else None)
 
         def work() -> AugmentSummary:
             res: Candidates = augment(
                 self.task, self.teacher, targets, iteration=i, per_wrong=s.per_wrong, run_seed=s.seed,
-                max_retries=s.max_retries, shots=s.shots, pool=pool,
+                max_retries=s.max_retries, shots=s.shots, pool=pool, style=style,
                 progress=lambda done, n, info: (self.obs.progress(done, n, info),
                                                 halfway(f"augment:{i}", done, n)))
             self.store.write_examples(folder.candidates, res.accepted)
@@ -149,7 +152,7 @@ class Stages:
                 parsed=len(res.accepted), parse_rejected=len(res.rejected),
                 parse_failure_rate=round(res.parse_failure_rate, 4), repeats=res.repeats,
                 repeat_rate=round(res.repeat_rate, 4), cached=res.cached, completion_tokens=res.completion_tokens,
-                teacher=self.teacher.identity)
+                teacher=self.teacher.identity, style=str(style) if style is not None else None)
 
         self.run(folder, layout.AUGMENT, len(targets) * s.per_wrong, work)
         return self.store.read_examples(folder.candidates)

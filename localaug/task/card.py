@@ -73,6 +73,8 @@ class TaskDefaults(Strict):
     per_wrong: int | None = Field(None, ge=1)
     test_size: int | None = Field(None, ge=1)
     eval_mode: Literal["score", "generate"] | None = None
+    match_style: bool | None = None  # the task's choice of these two run settings (config.Settings)
+    refuse_non_examples: bool | None = None
     student_settings: dict[str, Any] = Field(default_factory=dict)
 
 
