@@ -190,3 +190,11 @@ def sha256_file(path: Path) -> str:
             _save_memo(disk_key, digest)
         _hash_memo[key] = digest
         return digest
+
+
+def base_sha256(base_dir: Path, base_gguf: Path | None) -> str:
+    """The GGUF's sha256; for a Hugging Face folder, the sha256 of its weight files' `sha256  name` lines."""
+    if base_gguf is not None:
+        return sha256_file(base_gguf)
+    lines = "".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(base_dir.glob("*.safetensors")))
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -8,7 +8,6 @@ exactly as `localaug run` did: the run's saved config names the model card and i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from .. import layout
 from ..errors import UserError
-from ..files import sha256_file
+from ..files import base_sha256
 from ..layout import Folder
 from ..store import RunStore
 
@@ -56,14 +55,6 @@ def pick_folder(store: RunStore, iteration: int | None) -> Folder:
         raise UserError("holds no finished student yet (no trained adapter); run it to the end of a training "
                         "stage first", file=store.root)
     return layout.round_folder(done[-1])
-
-
-def base_sha256(base_dir: Path, base_gguf: Path | None) -> str:
-    """The GGUF's sha256; for a Hugging Face folder, the sha256 of its weight files' `sha256  name` lines."""
-    if base_gguf is not None:
-        return sha256_file(base_gguf)
-    lines = "".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(base_dir.glob("*.safetensors")))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _weights_identity(identity: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import cache_dir
+from ..files import base_sha256, cache_dir
 from ..protocols import EvalItem, EvalResult, ProgressFn, TrainItem, TrainStats
 from .hf import HFStudent
 from .llamacpp import LlamaCppEvaluator
@@ -33,7 +33,6 @@ def base_gguf(model_dir: Path, kind: str = "gguf") -> Path:
     if origin is not None and kind == "gguf":
         return origin
     from ..export.gguf_model import write_gguf
-    from ..export.source import base_sha256
 
     # A GGUF student's converted folder is already named by its GGUF's hash; a Hugging Face folder is not.
     tag = model_dir.name if origin is not None else f"{model_dir.name}-{base_sha256(model_dir, None)[:16]}"
