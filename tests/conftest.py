@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def data_dir() -> Path:
         pytest.fail(f"benchmark data not found at {DATA_DIR}: set LOCALAUG_DATA_DIR to the folder holding "
                     "trec/, snips/, sst2/, gsm8k/ and casehold/")
     return DATA_DIR
+
+
+def one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
+    """What a refused command must look like: exit 2, one line on stderr, no traceback, each needle in it."""
+    err = res.stderr.strip()
+    assert res.returncode == 2, (res.returncode, res.stdout[-1500:], err[-2000:])
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
 
 
 def plugin_env(**extra: str) -> dict[str, str]:

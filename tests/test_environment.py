@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import plugin_env
+from tests.conftest import one_line_error, plugin_env
 
 RUN = ["--task", "demo", "--seed-size", "18", "--iterations", "2", "--seed", "5", "--per-wrong", "1",
        "--verify", "none", "--student", "fake", "--teacher", "fake"]
@@ -27,15 +27,6 @@ def _localaug(*args: str, user: str | None = None, **env: str) -> subprocess.Com
     prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
     return subprocess.run([*prefix, sys.executable, "-m", "localaug.cli", *args], capture_output=True, text=True,
                           env=plugin_env(**env), timeout=300)
-
-
-def _one_line(res: subprocess.CompletedProcess, *needles: str) -> str:
-    err = res.stderr.strip()
-    assert res.returncode == 2, (res.returncode, res.stdout[-1500:], err[-2000:])
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 def _mount(where: Path, options: str) -> None:
@@ -68,7 +59,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path: Path, disk: Path,
     clean = _localaug("run", *RUN, "--out", str(tmp_path / "clean"), "--cache", str(tmp_path / "clean.sqlite"))
     assert clean.returncode == 0, clean.stderr[-2000:]
     out, cache = disk / "run", (disk if cache_on_disk else tmp_path) / "cache.sqlite"
-    err = _one_line(_localaug("run", *RUN, "--out", str(out), "--cache", str(cache)),
+    err = one_line_error(_localaug("run", *RUN, "--out", str(out), "--cache", str(cache)),
                     "no space left on the device", "written when it stopped", str(disk), "rerun the same command")
     assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")], err
     subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
@@ -96,7 +87,7 @@ def test_a_read_only_output_folder_is_refused_before_anything(tmp_path: Path) ->
     where = tmp_path / "ro"
     _mount(where, "size=1m,ro")
     try:
-        _one_line(_localaug("run", *RUN, "--out", str(where / "run"), "--cache", str(tmp_path / "c.sqlite")),
+        one_line_error(_localaug("run", *RUN, "--out", str(where / "run"), "--cache", str(tmp_path / "c.sqlite")),
                   "the run directory cannot be written", "read-only file system")
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
@@ -120,7 +111,7 @@ def test_a_folder_we_may_not_write_is_refused_before_anything(tmp_path: Path) ->
         locked.chmod(0o755 if user else 0o555)
         res = _localaug("run", *RUN, "--out", str(locked / "run"), "--cache", str(cache / "c.sqlite"), user=user,
                         LOCALAUG_CACHE_DIR=str(cache), HOME=str(cache))
-        _one_line(res, "the run directory cannot be written", str(locked), "permission denied")
+        one_line_error(res, "the run directory cannot be written", str(locked), "permission denied")
         assert not (locked / "run").exists()
     finally:
         locked.chmod(0o755)

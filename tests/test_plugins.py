@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from localaug.cli import main
 from localaug.config import load_settings
-from tests.conftest import plugin_env
+from tests.conftest import one_line_error, plugin_env
 
 FAST = ["--task", "demo", "--seed-size", "18", "--iterations", "2", "--seed", "5", "--per-wrong", "1",
         "--verify", "none"]
@@ -27,14 +27,6 @@ FAST = ["--task", "demo", "--seed-size", "18", "--iterations", "2", "--seed", "5
 def _localaug(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "localaug.cli", *args], capture_output=True, text=True,
                           env=plugin_env(**env), cwd=cwd, timeout=300)
-
-
-def _refused(res: subprocess.CompletedProcess, *needles: str) -> None:
-    err = res.stderr.strip()
-    assert res.returncode == 2, (res.returncode, res.stdout[-1000:], err[-2000:])
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 def test_plugins_lists_the_installed_entry_points() -> None:
@@ -52,7 +44,7 @@ def test_a_config_naming_code_is_refused_and_runs_nothing(tmp_path: Path) -> Non
         cfg.write_text(yaml.safe_dump({role: "subprocess:getoutput", f"{role}_settings": {"cmd": f"touch {canary}"},
                                        other: "fake"}))
         out = tmp_path / f"run-{role}"
-        _refused(_localaug("run", "--config", str(cfg), *FAST, "--out", str(out)),
+        one_line_error(_localaug("run", "--config", str(cfg), *FAST, "--out", str(out)),
                  f"{role}.yaml", f"field '{role}'", "names Python code", f"--{role}-factory")
         assert not canary.exists() and not out.exists()
 
@@ -71,7 +63,7 @@ def test_a_model_card_cannot_import_a_package_that_is_not_a_model(tmp_path: Path
     env["PYTHONPATH"] += os.pathsep + str(tmp_path / "lib")
     res = subprocess.run([sys.executable, "-m", "localaug.cli", "run", *FAST, "--student", "fake", "--teacher",
                           str(card), "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
-    _refused(res, "teacher.yaml", "source.gguf_package", "not a model package")
+    one_line_error(res, "teacher.yaml", "source.gguf_package", "not a model package")
     assert not canary.exists() and not out.exists()
 
 
@@ -89,7 +81,7 @@ def test_a_resumed_run_directory_naming_code_is_refused(tmp_path: Path) -> None:
     manifest["config_fingerprint"] = load_settings(out / "config.yaml").fingerprint()
     (out / "manifest.json").write_text(json.dumps(manifest))
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    _refused(_localaug("run", "--resume", str(out)), "config.yaml", "field 'teacher'", "names Python code")
+    one_line_error(_localaug("run", "--resume", str(out)), "config.yaml", "field 'teacher'", "names Python code")
     assert not canary.exists()
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
@@ -101,7 +93,7 @@ def test_a_factory_runs_only_from_the_command_line_flag(tmp_path: Path) -> None:
                        LOCALAUG_FAILPOINT="train:1")
     assert killed.returncode < 0, killed.stderr[-2000:]
     # Its run directory names the factories; resuming it asks for the flags again rather than running them.
-    _refused(_localaug("run", "--resume", str(out)), "names Python code", "--student-factory")
+    one_line_error(_localaug("run", "--resume", str(out)), "names Python code", "--student-factory")
     done = _localaug("run", "--resume", str(out), *flags)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "manifest.json").read_text())["finished"] is True
