@@ -50,21 +50,25 @@ def _cosines(llm, model, tok) -> np.ndarray:  # noqa: ANN001
     return np.concatenate(out)
 
 
+def _assert_gguf_matches_transformers(hf_dir: Path, gguf_out: Path) -> None:
+    """Convert a Hugging Face folder to GGUF; llama.cpp's next-token logits must match transformers' (cosine)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llm = _llama(write_gguf(gguf_out, hf_dir, hf_tensors(hf_dir)))
+    try:
+        cos = _cosines(llm, AutoModelForCausalLM.from_pretrained(hf_dir), AutoTokenizer.from_pretrained(hf_dir))
+    finally:
+        llm.close()
+    assert cos.min() >= 0.999, cos
+
+
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def test_tiny_llama_from_hf_folder_matches_transformers(llama_dir: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = write_gguf(llama_dir / "model.gguf", llama_dir, hf_tensors(llama_dir))
-    llm = _llama(gguf_path)
-    try:
-        cos = _cosines(llm, AutoModelForCausalLM.from_pretrained(llama_dir), AutoTokenizer.from_pretrained(llama_dir))
-    finally:
-        llm.close()
-    assert cos.min() >= 0.999, cos
+    _assert_gguf_matches_transformers(llama_dir, llama_dir / "model.gguf")
 
 
 def test_gguf_fields_are_read_as_gguf_reads_them(llama_dir: Path, tmp_path: Path) -> None:
@@ -126,19 +130,11 @@ def test_tiny_llama_lora_on_converted_base_matches_peft(llama_dir: Path, tmp_pat
 
 def test_tiny_gemma3_from_hf_folder_matches_transformers(tmp_path: Path) -> None:
     """Gemma's norm offset (w + 1 in GGUF) and its SentencePiece-style BPE tokenizer from tokenizer.json."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from localaug.modelcards import load_model_card
     from localaug.student.weights import weights_dir
 
     gemma_dir = tiny_gemma3(tmp_path / "tiny-gemma", weights_dir(load_model_card("gemma3-270m"))[0])
-    gguf_path = write_gguf(tmp_path / "model.gguf", gemma_dir, hf_tensors(gemma_dir))
-    llm = _llama(gguf_path)
-    try:
-        cos = _cosines(llm, AutoModelForCausalLM.from_pretrained(gemma_dir), AutoTokenizer.from_pretrained(gemma_dir))
-    finally:
-        llm.close()
-    assert cos.min() >= 0.999, cos
+    _assert_gguf_matches_transformers(gemma_dir, tmp_path / "model.gguf")
 
 
 def test_other_architectures_are_one_line_naming_the_supported(tmp_path: Path) -> None:
