@@ -114,7 +114,7 @@ def _student_card(backend: Backend, overrides: dict[str, Any]) -> ModelCard | No
 def check_llamacpp_convertible(model_dir: Path) -> None:
     """eval_backend llamacpp converts a Hugging Face student to a GGUF after its first training stage: a model
     the converter cannot write (architecture, tokenizer) fails now, in one line, not an hour into the run."""
-    from .export.gguf_model import check_convertible
+    from .convert.gguf_model import check_convertible
 
     try:
         check_convertible(model_dir, with_tokenizer=True)

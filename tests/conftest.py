@@ -20,6 +20,15 @@ os.environ["LOCALAUG_DATA_DIR"] = str(DATA_DIR)
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 
+# `localaug prepare` on an empty cache runs before every other test: on a fresh machine (CI) it then makes the
+# two models once for the whole session, in the session's cache (tests/test_prepare.py), instead of once in its
+# own folder and again for the first test that needs each model.
+FIRST = "tests/test_prepare.py::test_prepare_makes_both_models_ready_once"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.nodeid != FIRST)  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -93,6 +93,26 @@ class FakeStudent:
         return out
 
 
+class ScriptedTeacher(TeacherBase):
+    """Answers every sample of a request with `answer(prompt, choices)` (the test decides what a teacher says) and
+    keeps the requests it was sent."""
+
+    prefers_completion = True
+    identity = "scripted"
+
+    def __init__(self, answer) -> None:  # noqa: ANN001
+        self.answer = answer
+        self.requests: list[GenerationRequest] = []
+
+    @property
+    def prompts(self) -> list[str]:
+        return [r.prompt or "" for r in self.requests]
+
+    def generate(self, requests: Sequence[GenerationRequest], progress=None) -> list[list[Completion]]:  # noqa: ANN001
+        self.requests += requests
+        return [[Completion(text=self.answer(r.prompt or "", r.choices or ())) for _ in range(r.n)] for r in requests]
+
+
 class FakeTeacher(TeacherBase):
     prefers_completion = True
 

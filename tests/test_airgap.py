@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,8 +88,9 @@ def _netns() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new virtualenv with localaug installed from a wheel of this repo, without any index."""
+def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A new virtualenv with localaug installed from a wheel of this repo, without any index. Deleted after the
+    module: installed from the wheelhouse it holds a second torch (GBs) that no later test needs."""
     root = tmp_path_factory.mktemp("airgap")
     wheels = root / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
@@ -107,7 +110,8 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                    text=True, check=True).stdout.strip())
         (site / "_localaug_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
         subprocess.run([*pip, "--no-deps", str(next(wheels.glob("localaug-*.whl")))], check=True)
-    return venv
+    yield venv
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_wheel_carries_the_cards_and_the_demo(fresh_venv: Path, tmp_path: Path) -> None:

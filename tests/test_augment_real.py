@@ -50,10 +50,10 @@ def test_trec_wrong_example_yields_a_valid_example_deterministically(teacher, tm
 
 def test_gsm8k_generation_goes_through_the_arithmetic_check(teacher, data_dir: Path) -> None:  # noqa: ANN001
     task = load_task("gsm8k")
-    rows = task.load_split("train")[:3]
+    rows = task.load_split("train")[:2]  # two worked solutions of up to the card's max_tokens: the slow part
     wrong = [Target(e, str(int(float(final_answer(e.data["answer"]))) + 1)) for e in rows]
     res = augment(task, teacher, wrong, iteration=0, run_seed=5, max_retries=0)
-    assert res.completions == 3
+    assert res.completions == 2
     reasons = [r["reason"] for r in res.rejected]
     assert all(r.split(":")[0] in {"parse", "arithmetic", "copy"} for r in reasons), reasons
     for ex in res.accepted:  # whatever survives has a final number and correct calculator annotations

@@ -120,7 +120,7 @@ def test_hf_export_equals_base_plus_adapter(real_demo_run: Path, tmp_path: Path)
 
 
 def test_gguf_f16_export_agrees_with_localaug_scoring(real_demo_run: Path, tmp_path: Path) -> None:
-    from localaug.export.gguf_kv import read_fields
+    from localaug.convert.gguf_kv import read_fields
     from localaug.export.quantize import quantize
 
     out = _export(real_demo_run, tmp_path / "gguf", "--format", "gguf")

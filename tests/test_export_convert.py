@@ -16,10 +16,10 @@ import pytest
 import torch
 from tiny_models import tiny_gemma3, tiny_llama  # also puts bench/ on sys.path (gpu_model)
 
+from localaug.convert.arch import arch_for
+from localaug.convert.gguf_model import write_gguf
+from localaug.convert.lora import write_lora_gguf
 from localaug.errors import UserError
-from localaug.export.arch import arch_for
-from localaug.export.gguf_model import write_gguf
-from localaug.export.lora import write_lora_gguf
 from localaug.student.llamacpp_student import hf_tensors
 
 TEXTS = ["Help-desk request: my order never arrived, I want a refund\nTopic: refund",
@@ -77,7 +77,7 @@ def test_gguf_fields_are_read_as_gguf_reads_them(llama_dir: Path, tmp_path: Path
     arrays, scalars."""
     import gguf
 
-    from localaug.export.gguf_kv import read_fields
+    from localaug.convert.gguf_kv import read_fields
 
     path = write_gguf(tmp_path / "model.gguf", llama_dir, hf_tensors(llama_dir))
     reader = gguf.GGUFReader(path)
@@ -150,7 +150,7 @@ def test_a_tokenizer_llama_cpp_cannot_run_is_one_line(tmp_path: Path) -> None:
     """bench/gpu_model.py's word-level tokenizer has no llama.cpp counterpart."""
     from gpu_model import write_tokenizer
 
-    from localaug.export.tokenizer import tokenizer_kind
+    from localaug.convert.tokenizer import tokenizer_kind
 
     write_tokenizer(tmp_path, 64)
     with pytest.raises(UserError) as e:

@@ -57,9 +57,12 @@ def test_whole_run_with_real_models_makes_no_network_attempt(tmp_path: Path) -> 
         env.pop(var, None)  # the CLI must set these itself
     # The README's `localaug run` (the demo, the default recipe, student and teacher), with a private cache and
     # run dir, on fewer rows: every stage runs (preflight, out-of-fold students, teacher, verifier, dedup, report).
-    cmd = [sys.executable, "-c", GUARD, str(log), "run", "--cache", str(tmp_path / "cache.sqlite"),
-           "--out", str(tmp_path / "run"), "--seed-size", "12", "--test-size", "12", "--epochs", "1",
-           "--per-wrong", "1"]
+    # The preflight labels 4 seeds, not all 12: the 1.5B teacher's labelling was a third of the run's time.
+    config = tmp_path / "run.yaml"
+    config.write_text("preflight: 4\n")
+    cmd = [sys.executable, "-c", GUARD, str(log), "run", "--config", str(config), "--cache",
+           str(tmp_path / "cache.sqlite"), "--out", str(tmp_path / "run"), "--seed-size", "12", "--test-size", "12",
+           "--epochs", "1", "--per-wrong", "1"]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     attempts = log.read_text() if log.exists() else ""
     assert attempts == "", attempts
@@ -67,7 +70,7 @@ def test_whole_run_with_real_models_makes_no_network_attempt(tmp_path: Path) -> 
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["finished"] is True
     assert manifest["models"]["teacher"].startswith("llama.cpp:")  # the teacher ran (the preflight, at least)
-    assert manifest["preflight"]["total"] > 0 and "iter_00/verify" in manifest["stages"]
+    assert manifest["preflight"]["total"] == 4 and "iter_00/verify" in manifest["stages"]
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "accuracy.png").exists()
 
 

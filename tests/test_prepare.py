@@ -9,24 +9,38 @@ import pytest
 from click.testing import CliRunner
 
 from localaug.cli import main
+from localaug.files import cache_dir
 from localaug.modelcards import load_model_card
 from localaug.student.weights import _no_conversion_bar, _one_gguf_parse, needs_conversion
+
+TEACHER_FILE = "qwen2.5-coder-1.5b-cc324af070c2ecbf.gguf"
+
+
+def _empty_cache(tmp_path: Path) -> Path:
+    """The session's cache when neither model is made there yet (a fresh machine; conftest.py runs this test
+    first), so the suite makes each model once; otherwise a private empty folder."""
+    session, student = cache_dir(), load_model_card("gemma3-270m")
+    if needs_conversion(student.gguf_file(), "gemma3-270m") and not (session / "models" / TEACHER_FILE).exists():
+        return session
+    return tmp_path
 
 
 @pytest.mark.slow
 def test_prepare_makes_both_models_ready_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOCALAUG_CACHE_DIR", str(tmp_path))
+    cache = _empty_cache(tmp_path)
+    monkeypatch.setenv("LOCALAUG_CACHE_DIR", str(cache))
     student = load_model_card("gemma3-270m")
     assert needs_conversion(student.gguf_file(), "gemma3-270m")
+    assert not (cache / "models" / TEACHER_FILE).exists()
 
     res = CliRunner().invoke(main, ["prepare"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "teacher qwen2.5-coder-1.5b: ready" in res.output and "student gemma3-270m: ready" in res.output
     assert "de-quantizing" not in res.output  # transformers' own bar stays off (weights._no_conversion_bar)
-    joined = tmp_path / "models" / "qwen2.5-coder-1.5b-cc324af070c2ecbf.gguf"
+    joined = cache / "models" / TEACHER_FILE
     assert joined.stat().st_size == 1_117_320_768
     assert not needs_conversion(student.gguf_file(), "gemma3-270m")
-    converted = next((tmp_path / "models").glob("gemma3-270m-*"))
+    converted = next((cache / "models").glob("gemma3-270m-*"))
     assert (converted / "model.safetensors").stat().st_size > 500e6 and (converted / "tokenizer.json").is_file()
 
     # Again: nothing is made twice (the files keep their modification times).

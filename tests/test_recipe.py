@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from localaug.augment import Target, augment
 from localaug.config import RunConfig, build_config, resolve
 from localaug.errors import UserError
 from localaug.loop import Loop
-from localaug.protocols import Completion, GenerationRequest, TeacherBase
 from localaug.recipe import select_iteration
 from localaug.records import FinalModel, IterationRow
 from localaug.store import RunStore
@@ -20,25 +18,7 @@ from localaug.task import Example, load_task
 from localaug.task.card import TaskDefaults
 from localaug.teacher.cache import CachedTeacher, GenerationCache
 from localaug.verify import verify_with_teacher
-from tests.fakes import FakeStudent, FakeTeacher
-
-
-class ScriptedTeacher(TeacherBase):
-    """Answers each request with a function of its prompt (the tests decide what a teacher says)."""
-
-    prefers_completion = True
-    identity = "scripted"
-
-    def __init__(self, answer) -> None:  # noqa: ANN001
-        self.answer = answer
-        self.prompts: list[str] = []
-
-    def generate(self, requests: Sequence[GenerationRequest], progress=None) -> list[list[Completion]]:  # noqa: ANN001
-        out = []
-        for r in requests:
-            self.prompts.append(r.prompt or "")
-            out.append([Completion(text=self.answer(r.prompt or "")) for _ in range(r.n)])
-        return out
+from tests.fakes import FakeStudent, FakeTeacher, ScriptedTeacher
 
 
 def _trec_seed(data_dir: Path) -> list[Example]:
@@ -49,7 +29,7 @@ def test_shots_prompt_lists_same_label_seed_examples_with_the_wrong_one_last(dat
     task = load_task("trec", data_dir)
     pool = _trec_seed(data_dir)
     wrong = next(e for e in pool if e.data["label"] == "LOC")
-    teacher = ScriptedTeacher(lambda p: " Where is the tallest lighthouse in Norway ?")
+    teacher = ScriptedTeacher(lambda *_: " Where is the tallest lighthouse in Norway ?")
     res = augment(task, teacher, [Target(wrong, "HUM")], iteration=0, per_wrong=2, shots=4, pool=pool)
     prompt = teacher.prompts[0]
     assert prompt.startswith("Questions whose answer type is location:")
@@ -65,7 +45,7 @@ def test_shots_prompt_lists_same_label_seed_examples_with_the_wrong_one_last(dat
     assert [e.data for e in res.accepted] == [new]
     assert [r["reason"].split(":")[0] for r in res.rejected] == ["repeat"] and res.repeat_rate == 0.5
     # The paper's prompt is still there with shots=0.
-    teacher0 = ScriptedTeacher(lambda p: " Where is Oslo ?")
+    teacher0 = ScriptedTeacher(lambda *_: " Where is Oslo ?")
     augment(task, teacher0, [Target(wrong, "HUM")], iteration=0, shots=0, pool=pool)
     assert "Student's wrong answer type: human" in teacher0.prompts[0]
 
@@ -75,7 +55,7 @@ def test_verifier_keeps_only_candidates_the_teacher_labels_as_intended(data_dir:
     pool = _trec_seed(data_dir)
     cands = [Example("c1", {"text": "How many moons does Mars have ?", "label": "NUM"}, {"seed_id": "x"}),
              Example("c2", {"text": "How many legs does a spider have ?", "label": "LOC"}, {"seed_id": "y"})]
-    teacher = ScriptedTeacher(lambda p: " number")  # a verifier that answers "number" to everything
+    teacher = ScriptedTeacher(lambda *_: " number")  # a verifier that answers "number" to everything
     res = verify_with_teacher(task, teacher, cands, pool)
     assert [c.id for c in res.accepted] == ["c1"]
     assert res.rejected[0]["id"] == "c2" and "teacher answered 'number', not 'location'" in res.rejected[0]["reason"]
@@ -91,7 +71,7 @@ def test_math_candidates_are_kept_only_when_the_teacher_solves_them_to_the_same_
     wrong = Example("c2", {"question": "Bo has 4 cups and breaks 1. How many?", "answer": "4-1 = <<4-1=3>>3\n#### 4"})
     # The scripted teacher solves each problem right, in the form chat models write (LaTeX, \\boxed{}).
     solutions = {"Ann": "2 + 3 = 5, so the answer is \\boxed{5}.", "Bo": "\\(4 - 1 = 3\\). The answer is 3."}
-    teacher = ScriptedTeacher(lambda p: next(v for k, v in solutions.items() if k in p.split("\n\n")[-1]))
+    teacher = ScriptedTeacher(lambda p, _choices: next(v for k, v in solutions.items() if k in p.split("\n\n")[-1]))
     res = verify_with_teacher(task, teacher, [right, wrong], [])
     assert [c.id for c in res.accepted] == ["c1"] and res.answers == ["5", "3"]
     assert res.rejected[0]["reason"] == "verify: teacher answered '3', not '4'"
@@ -169,7 +149,7 @@ def test_teacher_copies_of_held_out_seeds_are_rejected_as_contamination(tmp_path
     Loop(task, cfg, probe, FakeStudent(), FakeTeacher).prepare()
     held_text = probe.read_jsonl("holdout.jsonl")[0]["text"]
     probe.unlock()
-    loop = _run_demo(tmp_path, ScriptedTeacher(lambda p: " " + held_text.upper()), verify="none", iterations=2)
+    loop = _run_demo(tmp_path, ScriptedTeacher(lambda *_: " " + held_text.upper()), verify="none", iterations=2)
     rejected = loop.store.read_jsonl("iter_00/rejected.jsonl")
     assert rejected and all(r["reason"].startswith(("contaminated", "copy")) for r in rejected)
     assert any(r["reason"].startswith("contaminated") for r in rejected)
@@ -283,7 +263,7 @@ def test_preflight_puts_the_teacher_beside_the_student_and_warns_when_it_is_no_b
     from localaug.report import write_report
 
     # A teacher that labels every seed example "billing": right for one intent in six.
-    loop = _run_demo(tmp_path, ScriptedTeacher(lambda p: " billing"), find_errors="oof", holdout=0.0,
+    loop = _run_demo(tmp_path, ScriptedTeacher(lambda *_: " billing"), find_errors="oof", holdout=0.0,
                      seed_size=24, iterations=2, preflight=64)
     st = loop.store
     pre = st.manifest.preflight

@@ -1,5 +1,5 @@
 """The default student (Gemma 3 270M from its PyPI GGUF package) for real: fine-tuning on 50 TREC rows must
-raise TREC test accuracy over the un-tuned model (scoring mode, fixed seed, fixed 100-row subset).
+raise TREC test accuracy over the un-tuned model (scoring mode, fixed seed, fixed 60-row subset).
 
 Data: `$LOCALAUG_DATA_DIR/trec/{train,test}.jsonl` (the `data_dir` fixture of conftest.py). The GGUF is converted once
 into `$LOCALAUG_CACHE_DIR` (default ~/.cache/localaug); later runs reload the safetensors copy in seconds.
@@ -30,7 +30,7 @@ def _rows(data_dir: Path, name: str) -> list[dict]:
 def gemma():  # noqa: ANN201
     from localaug.student import load_student
 
-    return load_student("gemma3-270m", epochs=4)
+    return load_student("gemma3-270m", epochs=2)  # 4 epochs took 29% -> 85% on 100 rows; 2 leave a wide margin
 
 
 def _accuracy(student, adapter: Path | None, rows: list[dict]) -> float:  # noqa: ANN001
@@ -41,14 +41,14 @@ def _accuracy(student, adapter: Path | None, rows: list[dict]) -> float:  # noqa
 
 def test_finetune_on_50_trec_rows_raises_accuracy(gemma, tmp_path: Path, data_dir: Path) -> None:  # noqa: ANN001
     train = _rows(data_dir, "train.jsonl")[:50]
-    test = _rows(data_dir, "test.jsonl")[:100]
+    test = _rows(data_dir, "test.jsonl")[:60]
     before = _accuracy(gemma, None, test)
     stats = gemma.train([TrainItem(PROMPT.format(r["text"]), LABELS[r["label"]]) for r in train],
                         tmp_path / "adapter", seed=0)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert stats.steps > 0 and stats.final_loss is not None
     after = _accuracy(gemma, tmp_path / "adapter", test)
-    print(f"TREC test (100 rows) accuracy: base {before:.2f} -> tuned {after:.2f}; {stats}")
+    print(f"TREC test (60 rows) accuracy: base {before:.2f} -> tuned {after:.2f}; {stats}")
     assert after > before + 0.05
 
 

@@ -4,7 +4,6 @@ candidate as no example of the task (refuse_non_examples)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 from localaug.config import RunConfig, resolve
@@ -16,7 +15,7 @@ from localaug.task import Example, load_task
 from localaug.task.card import TaskDefaults
 from localaug.teacher.cache import CachedTeacher, GenerationCache
 from localaug.verify import NOT_AN_EXAMPLE, verify_with_teacher
-from tests.fakes import FakeStudent, FakeTeacher
+from tests.fakes import FakeStudent, FakeTeacher, ScriptedTeacher
 
 SST2_LIKE = ["contains no wit , only labored gags", "that 's far too tragic to merit such superficial treatment",
              "it does n't work .", "a gorgeous , witty , seductive movie .", "the acting , costumes , music are great",
@@ -50,19 +49,6 @@ def test_tasks_can_turn_both_settings_on_in_their_card() -> None:
     d = resolve(RunConfig(), TaskDefaults())
     assert not d.match_style and not d.refuse_non_examples  # off unless a card or the user asks
     assert not resolve(RunConfig(match_style=False), TaskDefaults(match_style=True)).match_style
-
-
-class ScriptedTeacher:
-    prefers_completion = True
-    identity = "scripted"
-
-    def __init__(self, answer) -> None:  # noqa: ANN001
-        self.answer = answer
-        self.requests: list[GenerationRequest] = []
-
-    def generate(self, requests: Sequence[GenerationRequest], progress=None) -> list[list[Completion]]:  # noqa: ANN001
-        self.requests += requests
-        return [[Completion(text=self.answer(r.prompt or "", r.choices or ()))] for r in requests]
 
 
 def test_the_verifier_may_refuse_a_candidate_that_is_no_example(data_dir: Path) -> None:

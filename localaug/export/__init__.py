@@ -2,12 +2,10 @@
 
     source.py     which student of the run, its base weights, its provenance
     merge.py      adapter merged into the base (peft), the `hf` folder
-    arch.py       the architectures written as GGUF (gguf's tensor-name maps, llama.cpp's layouts)
-    tokenizer.py  a GGUF's tokenizer and metadata (copied from the student's GGUF, or from tokenizer.json)
-    gguf_kv.py    a GGUF's key-value fields read in one pass (what the copy reads)
-    gguf_model.py the merged model as an f16 GGUF;  quantize.py  llama.cpp's quantiser for q8_0 / q4_k_m
-    lora.py       the adapter as a llama.cpp LoRA GGUF
+    quantize.py   llama.cpp's quantiser for q8_0 / q4_k_m
     card.py       localaug_export.json and MODEL_CARD.md
+
+The GGUF writers (model and LoRA) are ../convert/, shared with the llama.cpp evaluation of a student.
 
 Every export is written into a temp folder next to the target and renamed into place when complete.
 """
@@ -64,14 +62,14 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, iter
     check_target(out, force)
     src = find_student(Path(run_dir), iteration)
     if fmt != "hf":
-        from .gguf_model import check_convertible
+        from ..convert.gguf_model import check_convertible
 
         # A merged GGUF of a Hugging Face student writes its tokenizer; a GGUF student's is copied.
         check_convertible(src.base_dir, with_tokenizer=fmt == "gguf" and src.base_gguf is None)
     say(f"exporting {src.label} of {src.run_dir.name} as {fmt}{f' ({quant})' if quant else ''}")
     with atomic_dir(out) as tmp:
         if fmt == "lora-gguf":
-            from .lora import write_lora_gguf
+            from ..convert.lora import write_lora_gguf
 
             main = write_lora_gguf(src.adapter_dir, src.base_dir, tmp / f"adapter-{quant}.gguf", dtype=quant or "f32")
         else:
@@ -97,7 +95,7 @@ def export(run_dir: Path, fmt: str, out: Path, *, quant: str | None = None, iter
 
 
 def _write_gguf(src: ExportSource, model: Any, tmp: Path, quant: str, say: Callable[[str], None]) -> Path:
-    from .gguf_model import write_gguf
+    from ..convert.gguf_model import write_gguf
     from .quantize import quantize
 
     say("writing the f16 GGUF")

@@ -32,7 +32,7 @@ def base_gguf(model_dir: Path, kind: str = "gguf") -> Path:
         raise UserError("the student's GGUF is gone; run `localaug prepare` again", file=origin)
     if origin is not None and kind == "gguf":
         return origin
-    from ..export.gguf_model import write_gguf
+    from ..convert.gguf_model import write_gguf
 
     # A GGUF student's converted folder is already named by its GGUF's hash; a Hugging Face folder is not.
     tag = model_dir.name if origin is not None else f"{model_dir.name}-{base_sha256(model_dir, None)[:16]}"
@@ -77,7 +77,7 @@ class LlamaCppEvalStudent:
 
     def evaluate(self, adapter_dir: Path | None, items: Sequence[EvalItem], progress: ProgressFn | None = None
                  ) -> list[EvalResult]:
-        from ..export.lora import write_lora_gguf
+        from ..convert.lora import write_lora_gguf
 
         ev = self.evaluator()
         with tempfile.TemporaryDirectory(prefix="localaug-lora-") as tmp:

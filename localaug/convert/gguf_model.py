@@ -1,4 +1,4 @@
-"""A whole model as one f16 GGUF (llama.cpp's own quantiser makes q8_0 / q4_k_m from it: quantize.py).
+"""A whole model as one f16 GGUF (llama.cpp's own quantiser makes q8_0 / q4_k_m from it: export/quantize.py).
 
 Like convert_hf_to_gguf.py's f16 output: matrices in f16, vectors (norms) in f32. The tensor names and
 layouts come from arch.py, the tokenizer and other fields from tokenizer.py.
