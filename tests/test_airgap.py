@@ -47,10 +47,11 @@ try:
     reach = "connected"
 except OSError as e:
     reach = errno.errorcode.get(e.errno, str(e))
-# The 270M model as teacher and a small run (every stage of the default recipe, on few rows) keep this test
-# quick; the default teacher is the audit-hook test's (test_offline.py).
-common = ["--task", "demo", "--iterations", "2", "--seed-size", "12", "--test-size", "12", "--epochs", "1",
-          "--per-wrong", "1", "--seed", "3", "--teacher", "gemma3-270m"]
+# The 270M model as teacher and a small run of the paper's loop (train, find the wrong seeds, the teacher over
+# HTTP, dedup, train again) keep this test quick; the default recipe and teacher (preflight, out-of-fold
+# students, verifier) are the audit-hook test's (test_offline.py): they open nothing this run does not.
+common = ["--task", "demo", "--recipe", "paper", "--iterations", "2", "--seed-size", "12", "--test-size", "12",
+          "--epochs", "1", "--per-wrong", "1", "--seed", "3", "--teacher", "gemma3-270m"]
 # The air-gapped procedure's step 5: prepare the models once (the student's GGUF converted here), then run.
 prepare = subprocess.run([f"{venv_bin}/localaug", "prepare", "--teacher", "gemma3-270m"], capture_output=True,
                          text=True)
