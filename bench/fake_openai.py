@@ -103,6 +103,16 @@ class _Httpd(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a real server's backlog; http.server's 5 drops connections under load
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors: list[BaseException] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a handler's exception to stderr, which in a test is the stream of the command under
+        # test (CliRunner): seen once, a client's closed keep-alive connection turned a one-line error into 22
+        # lines. Kept here for a test to look at instead.
+        self.errors.append(sys.exc_info()[1] or RuntimeError("unknown handler error"))
+
 
 class FakeServer:
     """One fake server in a thread of this process; `stop()` makes its port refuse connections."""
