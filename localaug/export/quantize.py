@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..cores import usable_cores
 from ..errors import UserError
 
 # --quant names -> llama_ftype (llama.h): the llama-quantize names, lower-cased.
@@ -24,7 +25,7 @@ def quantize(src: Path, dst: Path, quant: str, n_threads: int | None = None) -> 
         raise UserError(f"unknown quantisation '{quant}' (one of {', '.join(FTYPES)})", field="quant")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPES[quant])
-    params.nthread = int(n_threads or os.cpu_count() or 1)
+    params.nthread = int(n_threads or usable_cores())
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
         from ..student.llamacpp import quiet_llama

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cores import usable_cores
 from ..errors import UserError
 from ..failpoints import failpoint
 from ..files import atomic_write_text
@@ -93,7 +94,7 @@ def _worker_env(plan: StudentPlan) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if plan.device == "cpu" and "OMP_NUM_THREADS" not in env:
         # The cores shared out (torchrun would otherwise give every worker a single thread).
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         env["OMP_NUM_THREADS"] = str(max(1, cores // max(plan.processes, 1)))
     return env
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cores import usable_cores
 from ..errors import UserError
 from ..protocols import EvalItem, EvalResult, ProgressFn, Sampling, best_choice
 
@@ -61,7 +61,7 @@ class LlamaCppEvaluator:
 
         self._ll = llama_cpp
         self.path = Path(gguf)
-        self.n_threads = int(n_threads or os.cpu_count() or 1)
+        self.n_threads = int(n_threads or usable_cores())
         self.batch_sequences = max(1, int(batch_sequences))
         try:  # the Llama object holds the model; its own small context is unused (ours are made per call)
             with quiet_llama():

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..files import atomic_dir, cache_dir, sha256_file
+from ..files import atomic_dir, cache_dir, one_maker, sha256_file
 from ..modelcards import ModelCard, check_hf_dir
 
 
@@ -57,10 +57,16 @@ def converted_gguf_dir(gguf: Path, name: str = "model") -> Path:
     final = _converted_path(gguf, name)
     if (final / "config.json").is_file():
         return final
+    with one_maker(final):
+        if not (final / "config.json").is_file():  # another process made it while this one waited
+            _convert(gguf, final)
+    return final
+
+
+def _convert(gguf: Path, final: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # atomic_dir(replace=False): another process may finish first, and then theirs is kept.
     with atomic_dir(final, replace=False) as tmp, _one_gguf_parse(), _no_conversion_bar():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -73,7 +79,6 @@ def converted_gguf_dir(gguf: Path, name: str = "model") -> Path:
         tok.save_pretrained(tmp)
         (tmp / "localaug_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": sha256_file(gguf)}))
         del model
-    return final
 
 
 def tokenizer_of(card: ModelCard) -> object:

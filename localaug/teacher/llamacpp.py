@@ -13,13 +13,13 @@ bench/README.md "Teacher").
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cores import usable_cores
 from ..errors import UserError
 from ..files import sha256_file
 from ..protocols import Completion, GenerationRequest, ProgressFn, Sampling
@@ -56,7 +56,7 @@ class LlamaCppTeacher:
 
         self.path = path
         self.n_ctx = int(n_ctx)
-        self.n_threads = int(n_threads or os.cpu_count() or 1)
+        self.n_threads = int(n_threads or usable_cores())
         self.batch_sequences = max(1, int(batch_sequences))
         self.batch_group = self.batch_sequences * GROUP_BATCHES if self.batch_sequences > 1 else 1
         self.prefers_completion = not chat_template
