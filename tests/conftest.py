@@ -15,6 +15,28 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "tests" / "plugins"
 if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
+
+def _pin_xdist_worker() -> None:
+    """Under `pytest -n N` each worker gets its own share of the allowed cores, before torch is imported: torch,
+    llama.cpp and torchrun then size their threads to it (localaug.cores), and no two workers' threads spin
+    against each other on one core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if count > 1 and len(cores) >= count:
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) :: count])
+
+
+_pin_xdist_worker()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): two workers where two cores are allowed, else none (one process). Not
+    more: each worker loads its own models (~4 GB at the peak), and the suite's heavy tests are few."""
+    from localaug.cores import usable_cores
+
+    return 2 if usable_cores() >= 2 else 0
 DATA_DIR = Path(os.environ.get("LOCALAUG_DATA_DIR", REPO.parent / "shared" / "data"))
 os.environ["LOCALAUG_DATA_DIR"] = str(DATA_DIR)
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):

@@ -128,3 +128,13 @@ def test_threads_follow_the_cores_the_process_may_use() -> None:
     assert res.returncode == 0, res.stderr
     used, machine = map(int, res.stdout.split())
     assert used == 1 and machine >= 1
+
+
+@pytest.mark.skipif(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) < 2, reason="not under pytest -n 2")
+def test_each_test_worker_has_a_core_of_its_own() -> None:
+    # tests/conftest.py: under `pytest -n 2` (pyproject's default on 2 cores) a worker's llama.cpp and torch
+    # threads must not share a core with the other worker's (spinning threads run several times slower).
+    from localaug.cores import usable_cores
+
+    count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    assert 1 <= usable_cores() == len(os.sched_getaffinity(0)) <= (os.cpu_count() or 1) // count
