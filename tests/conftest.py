@@ -42,9 +42,10 @@ os.environ["LOCALAUG_DATA_DIR"] = str(DATA_DIR)
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 
-# `localaug prepare` on an empty cache runs before every other test: on a fresh machine (CI) it then makes the
-# two models once for the whole session, in the session's cache (tests/test_prepare.py), instead of once in its
-# own folder and again for the first test that needs each model.
+# `localaug prepare` on an empty cache runs first (the first worker's first test): on a fresh machine (CI) it then
+# makes the two models once for the whole session, in the session's cache (tests/test_prepare.py), instead of
+# once in its own folder and again for the first test that needs each model. A worker that needs a model
+# meanwhile waits for it (localaug.files.one_maker) instead of making it a second time.
 FIRST = "tests/test_prepare.py::test_prepare_makes_both_models_ready_once"
 
 
