@@ -33,7 +33,7 @@ _pin_xdist_worker()
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject's addopts): two workers where two cores are allowed, else none (one process). Not
-    more: each worker loads its own models (~4 GB at the peak), and the suite's heavy tests are few."""
+    more: each worker loads its own copy of the models, and the suite's heavy tests are few."""
     from localaug.cores import usable_cores
 
     return 2 if usable_cores() >= 2 else 0
