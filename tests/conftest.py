@@ -37,6 +37,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     from localaug.cores import usable_cores
 
     return 2 if usable_cores() >= 2 else 0
+
+
 DATA_DIR = Path(os.environ.get("LOCALAUG_DATA_DIR", REPO.parent / "shared" / "data"))
 os.environ["LOCALAUG_DATA_DIR"] = str(DATA_DIR)
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
