@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +58,10 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 
 
-@cache
 def _inner_teacher(spec: str, threads: int | None) -> Any:
-    """One loaded model per teacher for the whole study (loading a 1.1 GB GGUF takes seconds)."""
+    """A teacher loaded for one run (seconds, against runs of many minutes). Not shared between runs: the loop
+    closes its teacher when a run no longer needs it, and the next run's first call on a shared, closed
+    llama.cpp model crashed the process (v3 confirmation lanes, at the start of each new data seed)."""
     from localaug.teacher import build_teacher
 
     return build_teacher(spec, n_threads=threads)

@@ -217,3 +217,14 @@ def test_missing_gguf_is_a_one_line_user_error(tmp_path: Path) -> None:
     assert "GGUF file not found" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(UserError, match="GGUF file not found"):
         LlamaCppTeacher(tmp_path / "nope.gguf")
+
+
+def test_a_closed_teacher_raises_instead_of_crashing(gemma_teacher: LlamaCppTeacher) -> None:
+    # The loop closes its teacher when a run no longer needs it; a caller that kept it (bench/study.py did, for
+    # the next run) got a segfault inside libllama. Now it gets an error it can read, and closing twice is fine.
+    own = LlamaCppTeacher(gemma_teacher.path, n_threads=1, batch_sequences=1)
+    assert own.generate([GenerationRequest(prompt="1, 2, 3,", sampling=GREEDY)])[0][0].text
+    own.close()
+    own.close()
+    with pytest.raises(RuntimeError, match="is closed"):
+        own.generate([GenerationRequest(prompt="1, 2, 3,", sampling=GREEDY)])

@@ -77,6 +77,7 @@ class LlamaCppTeacher:
                                     batch_sequences=self.batch_sequences, kv_unified=kv_unified)
         self._chat_formatter: Any = None
         self.model_calls = 0  # completions produced by the model (not counting cache hits)
+        self._closed = False
 
     # ------------------------------------------------------------------ Teacher protocol
 
@@ -89,6 +90,8 @@ class LlamaCppTeacher:
         self, requests: Sequence[GenerationRequest], *, batched: bool | None = None
     ) -> Iterator[tuple[int, int, Completion]]:
         """Yield (request index, sample index, completion) as each sample finishes."""
+        if self._closed:  # llama.cpp's freed model would crash the process (a segfault), not raise
+            raise RuntimeError(f"the llama.cpp teacher of {self.path.name} is closed: build a new one")
         use_batch = self.batch_sequences > 1 if batched is None else batched
         plain: list[tuple[int, int, GenerationRequest, Sampling]] = []
         with self._lock:
@@ -179,8 +182,10 @@ class LlamaCppTeacher:
         return self.decoder.timings
 
     def close(self) -> None:
-        self.decoder.close()
-        self.llm.close()
+        if not self._closed:
+            self._closed = True
+            self.decoder.close()
+            self.llm.close()
 
     def __del__(self) -> None:
         try:
