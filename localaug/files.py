@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -120,6 +120,16 @@ def one_maker(final: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def make_once(final: Path, is_made: Callable[[], bool], make: Callable[[], None]) -> Path:
+    """`final`, made by `make` unless `is_made()`: checked again under `one_maker`, so of two processes that want
+    it at once one makes it and the other takes it."""
+    if not is_made():
+        with one_maker(final):
+            if not is_made():  # else another process made it while this one waited
+                make()
+    return final
 
 
 @contextmanager

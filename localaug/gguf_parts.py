@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 
 from .errors import UserError
-from .files import atomic_file, cache_dir, one_maker, remember_sha256, sha256_file
+from .files import atomic_file, cache_dir, make_once, remember_sha256, sha256_file
 
 
 def package_dir(name: str) -> Path | None:
@@ -45,12 +45,8 @@ def assemble(name: str, packages: list[str], size: int, sha256: str, install: st
              card: Path | None = None) -> Path:
     """The joined GGUF in the cache folder, made on first use; a one-line error names what is missing."""
     final = cache_dir() / "models" / f"{name}-{sha256[:16]}.gguf"
-    if _joined(final, size, sha256):
-        return final
-    with one_maker(final):
-        if not _joined(final, size, sha256):  # else another process joined it while this one waited
-            _join(final, name, packages, size, sha256, install, card)
-    return final
+    return make_once(final, lambda: _joined(final, size, sha256),
+                     lambda: _join(final, name, packages, size, sha256, install, card))
 
 
 def _joined(final: Path, size: int, sha256: str) -> bool:

@@ -84,7 +84,7 @@ def test_a_damaged_part_leaves_no_model_behind(parts: list[str], tmp_path: Path,
 
 
 _HOLDER = """
-import sys, time
+import sys
 from pathlib import Path
 from localaug.files import one_maker
 with one_maker(Path(sys.argv[1])):

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..files import atomic_dir, cache_dir, one_maker, sha256_file
+from ..files import atomic_dir, cache_dir, make_once, sha256_file
 from ..modelcards import ModelCard, check_hf_dir
 
 
@@ -55,12 +55,7 @@ def _converted_path(gguf: Path, name: str) -> Path:
 def converted_gguf_dir(gguf: Path, name: str = "model") -> Path:
     """A safetensors copy of a GGUF model, made once per GGUF hash (GGUF load ~40 s, this reload ~4 s)."""
     final = _converted_path(gguf, name)
-    if (final / "config.json").is_file():
-        return final
-    with one_maker(final):
-        if not (final / "config.json").is_file():  # another process made it while this one waited
-            _convert(gguf, final)
-    return final
+    return make_once(final, lambda: (final / "config.json").is_file(), lambda: _convert(gguf, final))
 
 
 def _convert(gguf: Path, final: Path) -> None:
