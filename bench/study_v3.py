@@ -21,6 +21,7 @@ from study_stats import averaged_over_tasks, clustered, final_accuracy, holm, it
 
 STUDY = "v3"
 PROTOCOL_COMMIT = "00f56f3"  # bench/protocol-v3.md as committed before the first confirmation run
+PROTOCOL_COMMITTED_AT = "2026-12-07T00:29:19+00:00"  # its commit time (git log -1 --format=%cI 00f56f3)
 PLANNED_DATA_SEEDS = tuple(range(20, 26))  # the protocol's compute plan: 6 data seeds
 ARMS_PER_TASK = ("localaug", "plain", "steps")
 PRIMARY_TASKS = ("trec", "snips")

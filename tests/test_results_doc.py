@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,19 @@ def test_no_v3_table_shows_a_confirmation_that_is_still_running() -> None:
     # Once the plan is complete, the same lines are reported.
     assert study_v3.reportable(runs, planned=(20, 21)) == runs
     assert "| 2 |" in "\n".join(study_v3.primary_block(runs, planned=(20, 21)))
+
+
+def test_every_v3_confirmation_line_ran_the_protocol_commit_after_it_was_committed() -> None:
+    confirm = [r for r in study_report.load() if r.get("study") == "v3" and r["phase"] == "confirm"]
+    assert confirm, "no v3 confirmation line"
+    # The code that ran: the protocol commit itself, clean (a changed tree would record "+dirty").
+    assert all(re.fullmatch(study_v3.PROTOCOL_COMMIT + "[0-9a-f]*", r["commit"]) for r in confirm)
+    committed = datetime.fromisoformat(study_v3.PROTOCOL_COMMITTED_AT)
+    # study.py writes the start in the machine's local time; the machine that ran v3 kept UTC.
+    started = [datetime.fromisoformat(r["started"] + "+00:00") for r in confirm]
+    assert min(started) > committed, "a confirmation run started before the protocol was committed"
+    git = subprocess.run(["git", "log", "-1", "--format=%cI", study_v3.PROTOCOL_COMMIT], capture_output=True,
+                         text=True, cwd=BENCH)
+    if git.returncode != 0:
+        pytest.skip("no git history here to check the protocol commit's time against")
+    assert datetime.fromisoformat(git.stdout.strip()) == committed
